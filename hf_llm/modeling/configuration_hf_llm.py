@@ -1,0 +1,199 @@
+"""HfLlmConfig: one `model_type` ("hf_llm") for the recurrent, convolutional and Transformer families.
+
+The fields are flat and HF-style so that every Hugging Face tool finds what it expects (`vocab_size`,
+`hidden_size`, `num_hidden_layers`, token ids, `tie_word_embeddings`, `is_encoder_decoder`, ...).
+`backbone` picks the family; `encoder_backbone` / `decoder_backbone` and `encoder_layers` /
+`decoder_layers` override it per side (BART's naming). Invalid values raise `ValueError` naming the
+field and what is allowed, at construction, so a bad `config.json` fails when it is loaded.
+
+This file is part of the exported folder: it imports only the standard library and transformers.
+"""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+BACKBONES = ("transformer", "rnn", "cnn")
+# Families whose code has landed. Asking for another one fails loudly instead of falling back.
+AVAILABLE_BACKBONES = ("transformer",)
+ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish")
+# Written into every config so that a saved checkpoint loads through every Auto class with
+# trust_remote_code=True (save_pretrained alone records only the class that was saved).
+AUTO_MAP = {
+    "AutoConfig": "configuration_hf_llm.HfLlmConfig",
+    "AutoModel": "modeling_hf_llm.HfLlmModel",
+    "AutoModelForCausalLM": "modeling_hf_llm.HfLlmForCausalLM",
+    "AutoModelForSeq2SeqLM": "modeling_hf_llm.HfLlmForSeq2SeqLM",
+    "AutoModelForSequenceClassification": "modeling_hf_llm.HfLlmForSequenceClassification",
+}
+
+
+class HfLlmConfig(PretrainedConfig):
+    r"""Configuration of every hf_llm model.
+
+    Args:
+        vocab_size: size of the (shared) vocabulary.
+        hidden_size: width of the embeddings and of every block.
+        num_hidden_layers: number of blocks per side, unless `encoder_layers` / `decoder_layers` say otherwise.
+        num_attention_heads: attention heads of the Transformer family.
+        intermediate_size: inner width of the Transformer feed-forward block (default `4 * hidden_size`).
+        hidden_act: activation of the feed-forward block.
+        max_position_embeddings: longest sequence the model is meant for (rotary positions have no hard limit).
+        dropout: dropout on embeddings, residual branches and feed-forward blocks.
+        attention_dropout: dropout on attention probabilities.
+        initializer_range: standard deviation of the normal initialisation.
+        norm_eps: epsilon of the RMS norms.
+        rope_theta: base of the rotary position embedding.
+        backbone: default family, one of "transformer", "rnn", "cnn".
+        encoder_backbone / decoder_backbone: per-side family (encoder-decoder models), default `backbone`.
+        encoder_layers / decoder_layers: per-side number of blocks, default `num_hidden_layers`.
+        is_encoder_decoder: build an encoder-decoder (seq2seq) model instead of a decoder-only LM.
+        pad_token_id / bos_token_id / eos_token_id: special tokens.
+        decoder_start_token_id: first decoder token of an encoder-decoder; required when `is_encoder_decoder`.
+        tie_word_embeddings: share the input embeddings (of both sides) with the output projection.
+        use_cache: return a cache from `forward` for fast generation.
+        classifier_dropout: dropout before the classification head (default `dropout`).
+    """
+
+    model_type = "hf_llm"
+    keys_to_ignore_at_inference = ["cache"]
+
+    def __init__(
+        self,
+        vocab_size: int = 8192,
+        hidden_size: int = 256,
+        num_hidden_layers: int = 4,
+        num_attention_heads: int = 4,
+        intermediate_size: int | None = None,
+        hidden_act: str = "gelu_pytorch_tanh",
+        max_position_embeddings: int = 2048,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.0,
+        initializer_range: float = 0.02,
+        norm_eps: float = 1e-5,
+        rope_theta: float = 10000.0,
+        backbone: str = "transformer",
+        encoder_backbone: str | None = None,
+        decoder_backbone: str | None = None,
+        encoder_layers: int | None = None,
+        decoder_layers: int | None = None,
+        is_encoder_decoder: bool = False,
+        pad_token_id: int | None = 0,
+        bos_token_id: int | None = 1,
+        eos_token_id: int | list[int] | None = 2,
+        decoder_start_token_id: int | None = None,
+        tie_word_embeddings: bool = True,
+        use_cache: bool = True,
+        classifier_dropout: float | None = None,
+        **kwargs,
+    ):
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size if intermediate_size is not None else 4 * hidden_size
+        self.hidden_act = hidden_act
+        self.max_position_embeddings = max_position_embeddings
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.initializer_range = initializer_range
+        self.norm_eps = norm_eps
+        self.rope_theta = rope_theta
+        self.backbone = backbone
+        self.encoder_backbone = encoder_backbone
+        self.decoder_backbone = decoder_backbone
+        self.encoder_layers = encoder_layers
+        self.decoder_layers = decoder_layers
+        self.pad_token_id = pad_token_id
+        self.bos_token_id = bos_token_id
+        self.eos_token_id = eos_token_id
+        self.decoder_start_token_id = decoder_start_token_id
+        self.tie_word_embeddings = tie_word_embeddings
+        self.use_cache = use_cache
+        self.classifier_dropout = classifier_dropout
+        super().__init__(is_encoder_decoder=is_encoder_decoder, **kwargs)
+        self.auto_map = {**AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
+        self.validate()
+
+    # ----------------------------------------------------------------------------------------------
+    # Per-side views used by the modeling code.
+    def side_backbone(self, side: str) -> str:
+        """Family of the "encoder" or "decoder" side."""
+        own = self.encoder_backbone if side == "encoder" else self.decoder_backbone
+        return own if own is not None else self.backbone
+
+    def side_layers(self, side: str) -> int:
+        """Number of blocks of the "encoder" or "decoder" side."""
+        own = self.encoder_layers if side == "encoder" else self.decoder_layers
+        return own if own is not None else self.num_hidden_layers
+
+    def used_backbones(self) -> list[str]:
+        sides = ["encoder", "decoder"] if self.is_encoder_decoder else ["decoder"]
+        return [self.side_backbone(side) for side in sides]
+
+    # ----------------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise `ValueError` naming the first invalid field, what it holds and what is allowed."""
+        for name in ("backbone", "encoder_backbone", "decoder_backbone"):
+            value = getattr(self, name)
+            if value is None and name != "backbone":
+                continue
+            if value not in BACKBONES:
+                raise ValueError(f"{name}={value!r} is not a backbone; allowed values are {list(BACKBONES)}.")
+        if not self.is_encoder_decoder:
+            for name in ("encoder_backbone", "encoder_layers"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"{name}={getattr(self, name)!r} is set but is_encoder_decoder=False: a decoder-only model "
+                        f"has no encoder. Set is_encoder_decoder=True or leave {name} unset."
+                    )
+        for family in self.used_backbones():
+            if family not in AVAILABLE_BACKBONES:
+                raise ValueError(
+                    f"backbone {family!r} is not available yet in this version of hf_llm; available backbones are "
+                    f"{list(AVAILABLE_BACKBONES)}."
+                )
+
+        positive = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                    "max_position_embeddings", "encoder_layers", "decoder_layers")
+        for name in positive:
+            value = getattr(self, name)
+            if value is None and name in ("encoder_layers", "decoder_layers"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}={value!r} must be a positive integer.")
+        if "transformer" in self.used_backbones() and self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}; "
+                "choose num_attention_heads among the divisors of hidden_size."
+            )
+        for name in ("dropout", "attention_dropout", "classifier_dropout"):
+            value = getattr(self, name)
+            if value is None and name == "classifier_dropout":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ValueError(f"{name}={value!r} must be a number in [0, 1).")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"hidden_act={self.hidden_act!r} is not supported; allowed values are {list(ACTIVATIONS)}.")
+        if not isinstance(self.tie_word_embeddings, bool):
+            raise ValueError(f"tie_word_embeddings={self.tie_word_embeddings!r} must be true or false.")
+
+        eos = self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id]
+        ids = [("pad_token_id", self.pad_token_id), ("bos_token_id", self.bos_token_id),
+               ("decoder_start_token_id", self.decoder_start_token_id)] + [("eos_token_id", e) for e in eos]
+        for name, value in ids:
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < self.vocab_size:
+                raise ValueError(
+                    f"{name}={value!r} is outside the vocabulary: it must be an integer in [0, {self.vocab_size}) "
+                    "(vocab_size)."
+                )
+        if self.is_encoder_decoder and self.decoder_start_token_id is None:
+            raise ValueError(
+                "decoder_start_token_id is required for an encoder-decoder (is_encoder_decoder=True): it is the first "
+                "token fed to the decoder; set it, usually to bos_token_id."
+            )
+
+
+__all__ = ["HfLlmConfig"]

@@ -1,0 +1,371 @@
+"""hf_llm models: one PreTrainedModel family over recurrent, convolutional and Transformer backbones.
+
+- `HfLlmModel` (AutoModel): hidden states of a decoder-only stack, or of an encoder-decoder.
+- `HfLlmForCausalLM` (AutoModelForCausalLM): decoder-only language model.
+- `HfLlmForSeq2SeqLM` (AutoModelForSeq2SeqLM): any encoder with any decoder.
+- `HfLlmForSequenceClassification`: last non-pad token pooling (decoder-only) or masked mean pooling
+  (encoder of an encoder-decoder config); single-label, multi-label and regression losses as in HF's heads.
+
+Backbones are picked by name from the plain dicts `ENCODERS` / `DECODERS`. Every encoder maps
+`(input_ids | inputs_embeds, attention_mask) -> HfLlmEncoderOutput (B, S, H_enc)`; every decoder maps
+`(input_ids | inputs_embeds, attention_mask, encoder states, cache) -> (B, T, H)` and owns its incremental
+state in the HF `Cache` passed as `cache` (the transformers 5.x name), which is what makes `generate()`
+cached, beam-reorderable and left-padding safe for every family.
+
+Part of the exported folder: imports only the standard library, torch, transformers and siblings.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import initialization as init
+from transformers.cache_utils import Cache
+from transformers.generation import GenerationMixin
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    Seq2SeqLMOutput,
+    Seq2SeqModelOutput,
+    SequenceClassifierOutputWithPast,
+)
+from transformers.modeling_utils import PreTrainedModel
+from transformers.utils.deprecation import deprecate_kwarg
+
+from .configuration_hf_llm import HfLlmConfig
+from .shared_layers import HfLlmEncoderOutput, shift_tokens_right, token_cross_entropy
+from .transformer_backbone import HfLlmRotaryEmbedding, TransformerDecoder, TransformerEncoder
+
+ENCODERS = {"transformer": TransformerEncoder}
+DECODERS = {"transformer": TransformerDecoder}
+
+
+class HfLlmPreTrainedModel(PreTrainedModel):
+    config: HfLlmConfig
+    config_class = HfLlmConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+    _no_split_modules = ["TransformerEncoderLayer", "TransformerDecoderLayer"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, HfLlmRotaryEmbedding):
+            init.copy_(module.inv_freq, module.compute_inv_freq())
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        # Every decoder builds the cache it needs (key/value, recurrent or convolutional) on its first cached
+        # forward; generate() must not impose a DynamicCache of attention layers on it.
+        return False
+
+    def _use_cache(self, use_cache: bool | None) -> bool:
+        # HF semantics (None -> config.use_cache), but never build a cache while training.
+        if use_cache is None:
+            use_cache = self.config.use_cache and not self.training
+        return bool(use_cache)
+
+
+class HfLlmModel(HfLlmPreTrainedModel):
+    """Bare hf_llm stack returning hidden states: a decoder-only stack, or an encoder plus a decoder."""
+
+    def __init__(self, config: HfLlmConfig, with_decoder: bool = True):
+        super().__init__(config)
+        self.encoder = None
+        self.decoder = None
+        encoder_size = None
+        if config.is_encoder_decoder:
+            self.encoder = ENCODERS[config.side_backbone("encoder")](config, config.side_layers("encoder"))
+            encoder_size = self.encoder.output_size
+        if with_decoder:
+            self.decoder = DECODERS[config.side_backbone("decoder")](
+                config, config.side_layers("decoder"), encoder_hidden_size=encoder_size
+            )
+        if self.encoder is not None and self.decoder is not None:
+            # One vocabulary: encoder and decoder share the input embeddings when tie_word_embeddings is set.
+            # The encoder's copy is the one saved, so an encoder-only classifier finds it in the checkpoint.
+            self._tied_weights_keys = {"decoder.embed_tokens.weight": "encoder.embed_tokens.weight"}
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return (self.decoder or self.encoder).embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        for stack in (self.encoder, self.decoder):
+            if stack is not None:
+                stack.embed_tokens = value
+
+    def get_encoder(self):
+        return self.encoder
+
+    @deprecate_kwarg("past_key_values", "6.0.0", new_name="cache")
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        decoder_position_ids: torch.LongTensor | None = None,
+        encoder_outputs: HfLlmEncoderOutput | tuple | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        decoder_inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast | Seq2SeqModelOutput:
+        use_cache = self._use_cache(use_cache)
+        if not self.config.is_encoder_decoder:
+            return self.decoder(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                inputs_embeds=inputs_embeds,
+                cache=cache,
+                use_cache=use_cache,
+            )
+
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(
+                input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, position_ids=position_ids
+            )
+        elif not isinstance(encoder_outputs, HfLlmEncoderOutput):
+            # A plain tuple or another ModelOutput (e.g. from a user's own encoder call).
+            encoder_outputs = HfLlmEncoderOutput(last_hidden_state=encoder_outputs[0])
+        if decoder_input_ids is None and decoder_inputs_embeds is None:
+            raise ValueError(
+                "An encoder-decoder needs decoder_input_ids (or labels, from which they are derived by shifting "
+                "right with decoder_start_token_id)."
+            )
+        decoder_outputs = self.decoder(
+            input_ids=decoder_input_ids,
+            attention_mask=decoder_attention_mask,
+            position_ids=decoder_position_ids,
+            inputs_embeds=decoder_inputs_embeds,
+            encoder_hidden_states=encoder_outputs.last_hidden_state,
+            encoder_attention_mask=attention_mask,
+            cache=cache,
+            use_cache=use_cache,
+        )
+        return Seq2SeqModelOutput(
+            last_hidden_state=decoder_outputs.last_hidden_state,
+            cache=decoder_outputs.cache,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+        )
+
+
+class HfLlmForCausalLM(HfLlmPreTrainedModel, GenerationMixin):
+    """Decoder-only language model of any family, with tied input/output embeddings by default."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.decoder.embed_tokens.weight"}
+
+    def __init__(self, config: HfLlmConfig):
+        if config.is_encoder_decoder:
+            raise ValueError(
+                "HfLlmForCausalLM is a decoder-only model but the config has is_encoder_decoder=True; use "
+                "HfLlmForSeq2SeqLM (AutoModelForSeq2SeqLM) or set is_encoder_decoder=False."
+            )
+        super().__init__(config)
+        self.model = HfLlmModel(config)
+        self.lm_head = nn.Linear(self.model.decoder.output_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    @deprecate_kwarg("past_key_values", "6.0.0", new_name="cache")
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        r"""`labels` are the input ids (pads as -100); the loss shifts them. `logits_to_keep=k` computes
+        logits for the last k positions only (0: all)."""
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+        )
+        hidden_states = outputs.last_hidden_state  # (B, T, H)
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, keep, :])  # (B, T', V)
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
+
+
+class HfLlmForSeq2SeqLM(HfLlmPreTrainedModel, GenerationMixin):
+    """Encoder-decoder with any encoder family and any decoder family (translation, summarization, dialogue)."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.encoder.embed_tokens.weight"}
+
+    def __init__(self, config: HfLlmConfig):
+        if not config.is_encoder_decoder:
+            raise ValueError(
+                "HfLlmForSeq2SeqLM needs an encoder-decoder config: set is_encoder_decoder=True and "
+                "decoder_start_token_id (usually bos_token_id)."
+            )
+        super().__init__(config)
+        self.model = HfLlmModel(config)
+        self.lm_head = nn.Linear(self.model.decoder.output_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def get_encoder(self):
+        return self.model.encoder
+
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Used by `DataCollatorForSeq2Seq(model=...)`."""
+        return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+
+    @deprecate_kwarg("past_key_values", "6.0.0", new_name="cache")
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: HfLlmEncoderOutput | tuple | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        decoder_inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> Seq2SeqLMOutput:
+        r"""`labels (B, T)` are the target ids (pads as -100), not shifted: the decoder inputs are the labels
+        shifted right behind `decoder_start_token_id` when `decoder_input_ids` are not given."""
+        if labels is not None and decoder_input_ids is None and decoder_inputs_embeds is None:
+            decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            encoder_outputs=encoder_outputs,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            decoder_inputs_embeds=decoder_inputs_embeds,
+            use_cache=use_cache,
+        )
+        hidden_states = outputs.last_hidden_state  # (B, T, H)
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, keep, :])  # (B, T', V)
+
+        loss = None
+        if labels is not None:
+            loss = token_cross_entropy(logits, labels, kwargs.get("num_items_in_batch"))
+        return Seq2SeqLMOutput(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
+        )
+
+
+class HfLlmForSequenceClassification(HfLlmPreTrainedModel):
+    """Sequence classification / regression head.
+
+    Decoder-only configs pool the last non-pad token (as GPT-2 / Llama heads do); encoder-decoder configs
+    run the encoder only and pool the mean of its non-pad states. `problem_type` is inferred as in HF's
+    heads: regression for `num_labels == 1`, single-label for integer labels, multi-label for float labels.
+    """
+
+    def __init__(self, config: HfLlmConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = HfLlmModel(config, with_decoder=not config.is_encoder_decoder)
+        stack = self.model.encoder if config.is_encoder_decoder else self.model.decoder
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.dropout
+        self.dropout = nn.Dropout(dropout)
+        self.score = nn.Linear(stack.output_size, config.num_labels, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.set_input_embeddings(value)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutputWithPast:
+        reference = input_ids if input_ids is not None else inputs_embeds
+        batch, length = reference.shape[:2]
+        if attention_mask is None:
+            if input_ids is not None and self.config.pad_token_id is not None:
+                attention_mask = (input_ids != self.config.pad_token_id).long()
+            else:
+                attention_mask = torch.ones(batch, length, dtype=torch.long, device=reference.device)
+
+        if self.config.is_encoder_decoder:
+            hidden = self.model.encoder(
+                input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, position_ids=position_ids
+            ).last_hidden_state  # (B, S, H)
+            weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, S, 1)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # (B, H)
+        else:
+            hidden = self.model.decoder(
+                input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, position_ids=position_ids
+            ).last_hidden_state  # (B, T, H)
+            # Last non-pad token; works for left and right padding alike.
+            positions = torch.arange(length, device=hidden.device)
+            last = (attention_mask.to(hidden.device).long() * positions).argmax(-1)  # (B,)
+            pooled = hidden[torch.arange(batch, device=hidden.device), last]  # (B, H)
+        logits = self.score(self.dropout(pooled))  # (B, num_labels)
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
+        return SequenceClassifierOutputWithPast(loss=loss, logits=logits)
+
+
+__all__ = [
+    "HfLlmPreTrainedModel",
+    "HfLlmModel",
+    "HfLlmForCausalLM",
+    "HfLlmForSeq2SeqLM",
+    "HfLlmForSequenceClassification",
+]

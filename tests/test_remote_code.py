@@ -1,0 +1,83 @@
+"""A saved checkpoint loads with trust_remote_code=True in a process that cannot import hf_llm."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from cases import LM_CASES, SEQ2SEQ_CASES
+from test_invariants import make_lm, make_seq2seq, random_ids
+
+REMOTE_SCRIPT = r"""
+import json, sys
+sys.modules["hf_llm"] = None  # hf_llm must not be importable here: only the checkpoint's own code may run
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+path, request = sys.argv[1], json.loads(sys.argv[2])
+auto = AutoModelForCausalLM if request["kind"] == "lm" else AutoModelForSeq2SeqLM
+model = auto.from_pretrained(path, trust_remote_code=True).eval()
+config = AutoConfig.from_pretrained(path, trust_remote_code=True)
+base = AutoModel.from_pretrained(path, trust_remote_code=True)
+inputs = {k: torch.tensor(v) for k, v in request["inputs"].items()}
+with torch.no_grad():
+    logits = model(**inputs).logits
+    generated = model.generate(inputs["input_ids"], max_new_tokens=5, num_beams=2, do_sample=False, pad_token_id=0)
+print(json.dumps({
+    "module": type(model).__module__,
+    "config_module": type(config).__module__,
+    "base_class": type(base).__name__,
+    "logits": logits.tolist(),
+    "generated": generated.tolist(),
+}))
+"""
+
+
+def run_without_hf_llm(checkpoint, request, tmp_path) -> dict:
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", REMOTE_SCRIPT, str(checkpoint), json.dumps(request)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", list(LM_CASES) + list(SEQ2SEQ_CASES))
+def test_trust_remote_code_load_gives_identical_logits_and_generations(case, tmp_path):
+    is_lm = case in LM_CASES
+    model = make_lm(case) if is_lm else make_seq2seq(case)
+    ids = random_ids(2, 6, seed=30)
+    inputs = dict(input_ids=ids) if is_lm else dict(input_ids=ids, decoder_input_ids=random_ids(2, 4, seed=31))
+    checkpoint = tmp_path / "checkpoint"
+    model.save_pretrained(checkpoint)
+    assert (checkpoint / "modeling_hf_llm.py").exists() and (checkpoint / "configuration_hf_llm.py").exists()
+
+    remote = run_without_hf_llm(checkpoint, {"kind": "lm" if is_lm else "s2s", "inputs": {k: v.tolist() for k, v in inputs.items()}}, tmp_path)
+
+    assert remote["module"].startswith("transformers_modules."), remote["module"]
+    assert remote["config_module"].startswith("transformers_modules.")
+    assert remote["base_class"] == "HfLlmModel"
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        generated = model.generate(ids, max_new_tokens=5, num_beams=2, do_sample=False, pad_token_id=0)
+    torch.testing.assert_close(torch.tensor(remote["logits"]), logits, atol=1e-6, rtol=0)
+    assert remote["generated"] == generated.tolist()
+
+
+def test_loading_without_trust_remote_code_refuses_to_run_code(tmp_path):
+    make_lm("transformer").save_pretrained(tmp_path / "checkpoint")
+    script = (
+        "import sys; sys.modules['hf_llm'] = None\n"
+        "from transformers import AutoModelForCausalLM\n"
+        f"AutoModelForCausalLM.from_pretrained({str(tmp_path / 'checkpoint')!r})\n"
+    )
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode != 0
+    assert "trust_remote_code" in result.stderr
+    assert not (tmp_path / "modules" / "transformers_modules" / "checkpoint").exists()
