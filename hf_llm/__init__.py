@@ -20,6 +20,8 @@ from .modeling.modeling_hf_llm import (
     HfLlmPreTrainedModel,
 )
 
+from .presets import PRESETS, preset_config
+
 __version__ = "0.1.0"
 
 AutoConfig.register(HfLlmConfig.model_type, HfLlmConfig, exist_ok=True)
@@ -35,6 +37,8 @@ for _auto, _model in (
 HfLlmConfig.register_for_auto_class("AutoConfig")
 
 __all__ = [
+    "PRESETS",
+    "preset_config",
     "HfLlmConfig",
     "HfLlmPreTrainedModel",
     "HfLlmModel",

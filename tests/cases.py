@@ -12,6 +12,8 @@ TINY = dict(
     intermediate_size=64,
     dropout=0.0,
     max_position_embeddings=256,
+    # Large enough that logits are O(1), so absolute tolerances in the tests mean something.
+    initializer_range=0.2,
     pad_token_id=0,
     bos_token_id=1,
     eos_token_id=2,
@@ -20,11 +22,30 @@ TINY = dict(
 # Decoder-only language models.
 LM_CASES: dict[str, dict] = {
     "transformer": dict(backbone="transformer"),
+    "rnn-lstm": dict(backbone="rnn", rnn_cell="lstm"),
+    "rnn-gru": dict(backbone="rnn", rnn_cell="gru"),
 }
 
 # Encoder-decoders: "<encoder>-<decoder>" pairs.
+def _rnn(cell, attention, bidirectional, input_feeding=True, init_state="encoder", encoder="rnn", decoder="rnn"):
+    return dict(encoder_backbone=encoder, decoder_backbone=decoder, rnn_cell=cell, rnn_attention=attention,
+                rnn_bidirectional_encoder=bidirectional, rnn_input_feeding=input_feeding, rnn_init_state=init_state)
+
+
 SEQ2SEQ_CASES: dict[str, dict] = {
     "transformer-transformer": dict(encoder_backbone="transformer", decoder_backbone="transformer"),
+    # The recurrent family: both cells, every attention, uni- and bidirectional encoders.
+    "rnn-rnn[lstm,bahdanau,bi]": _rnn("lstm", "bahdanau", True),
+    "rnn-rnn[gru,bahdanau,uni]": _rnn("gru", "bahdanau", False),
+    "rnn-rnn[lstm,luong_dot,uni]": _rnn("lstm", "luong_dot", False, input_feeding=False),
+    "rnn-rnn[gru,luong_dot,bi,feed]": _rnn("gru", "luong_dot", True),
+    "rnn-rnn[lstm,luong_general,bi,feed]": _rnn("lstm", "luong_general", True),
+    "rnn-rnn[gru,luong_general,uni,zeros]": _rnn("gru", "luong_general", False, input_feeding=False, init_state="zeros"),
+    "rnn-rnn[lstm,none,bi]": _rnn("lstm", "none", True),
+    "rnn-rnn[gru,none,uni]": _rnn("gru", "none", False),
+    # Mixed pairs.
+    "transformer-rnn[lstm,luong_general,feed]": _rnn("lstm", "luong_general", True, encoder="transformer"),
+    "rnn-transformer[gru,bi]": _rnn("gru", "luong_general", True, decoder="transformer"),
 }
 
 

@@ -8,6 +8,7 @@ import torch
 from cases import LM_CASES, SEQ2SEQ_CASES, TINY, lm_config, seq2seq_config
 from test_invariants import left_pad, make_lm, make_seq2seq, random_ids, right_pad
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 import hf_llm
 
@@ -44,18 +45,20 @@ def test_eager_and_sdpa_attention_give_the_same_logits(case):
 def test_gradient_checkpointing_gives_the_same_gradients(case):
     batch = batch_for(case)
     labels = batch["input_ids"] if case in LM_CASES else batch["decoder_input_ids"]
-    grads = []
+    grads, forward_calls = [], []
     for checkpointing in (False, True):
         model = build(case).train()
         if checkpointing:
             model.activation_checkpointing_enable()
             assert model.is_activation_checkpointing
-        stack = model.model.decoder
+        # A module inside the first checkpointed unit starts again when the backward pass recomputes it.
+        unit = next(m for m in model.model.decoder.modules() if isinstance(m, GradientCheckpointingLayer))
         calls = []
-        next(iter(stack.layers[0].children())).register_forward_hook(lambda *args: calls.append(1))
+        next(iter(unit.children())).register_forward_pre_hook(lambda *args: calls.append(1))
         model(**batch, labels=labels).loss.backward()
-        assert len(calls) == (2 if checkpointing else 1), "checkpointed layers run again in the backward pass"
+        forward_calls.append(len(calls))
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert forward_calls[1] == 2 * forward_calls[0], "checkpointed units run again in the backward pass"
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5)

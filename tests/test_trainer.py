@@ -63,7 +63,7 @@ def test_trainer_lowers_causal_lm_loss(case, tmp_path):
     before = trainer.evaluate()["eval_loss"]
     trainer.train()
     after = trainer.evaluate()["eval_loss"]
-    assert after < 0.6 * before, (before, after)
+    assert after < 0.7 * before, (before, after)
 
 
 @pytest.mark.parametrize("case", SEQ2SEQ_CASES)
@@ -80,7 +80,7 @@ def test_seq2seq_trainer_lowers_loss(case, tmp_path):
     before = trainer.evaluate()["eval_loss"]
     trainer.train()
     after = trainer.evaluate()["eval_loss"]
-    assert after < 0.75 * before, (before, after)
+    assert after < 0.8 * before, (before, after)
 
 
 def one_sgd_step(model, rows, tokenizer, collator, tmp_path, batch: int, accumulation: int):

@@ -15,7 +15,10 @@ from transformers import PretrainedConfig
 
 BACKBONES = ("transformer", "rnn", "cnn")
 # Families whose code has landed. Asking for another one fails loudly instead of falling back.
-AVAILABLE_BACKBONES = ("transformer",)
+AVAILABLE_BACKBONES = ("transformer", "rnn")
+RNN_CELLS = ("lstm", "gru")
+RNN_ATTENTIONS = ("bahdanau", "luong_dot", "luong_general", "none")
+RNN_INIT_STATES = ("encoder", "zeros")
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish")
 # Written into every config so that a saved checkpoint loads through every Auto class with
 # trust_remote_code=True (save_pretrained alone records only the class that was saved).
@@ -53,6 +56,16 @@ class HfLlmConfig(PretrainedConfig):
         tie_word_embeddings: share the input embeddings (of both sides) with the output projection.
         use_cache: return a cache from `forward` for fast generation.
         classifier_dropout: dropout before the classification head (default `dropout`).
+
+    Recurrent family (`rnn_*`; width `hidden_size`, depth per side as above, `dropout` between layers):
+        rnn_cell: "lstm" or "gru".
+        rnn_bidirectional_encoder: bidirectional encoder (its states are twice as wide; a projection bridges).
+        rnn_attention: attention of an RNN decoder over the encoder, "bahdanau" (additive, Bahdanau et al.
+            2015), "luong_dot" / "luong_general" (Luong et al. 2015) or "none". A decoder-only RNN LM has no
+            encoder and ignores it.
+        rnn_input_feeding: Luong input feeding (the previous attentional vector joins the next input).
+        rnn_init_state: "encoder" (the decoder starts from the bridged encoder final state; the masked mean
+            of the source states for non-recurrent encoders) or "zeros".
     """
 
     model_type = "hf_llm"
@@ -85,6 +98,11 @@ class HfLlmConfig(PretrainedConfig):
         tie_word_embeddings: bool = True,
         use_cache: bool = True,
         classifier_dropout: float | None = None,
+        rnn_cell: str = "lstm",
+        rnn_bidirectional_encoder: bool = True,
+        rnn_attention: str = "luong_general",
+        rnn_input_feeding: bool = True,
+        rnn_init_state: str = "encoder",
         **kwargs,
     ):
         self.vocab_size = vocab_size
@@ -111,6 +129,11 @@ class HfLlmConfig(PretrainedConfig):
         self.tie_word_embeddings = tie_word_embeddings
         self.use_cache = use_cache
         self.classifier_dropout = classifier_dropout
+        self.rnn_cell = rnn_cell
+        self.rnn_bidirectional_encoder = rnn_bidirectional_encoder
+        self.rnn_attention = rnn_attention
+        self.rnn_input_feeding = rnn_input_feeding
+        self.rnn_init_state = rnn_init_state
         super().__init__(is_encoder_decoder=is_encoder_decoder, **kwargs)
         self.auto_map = {**AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
         self.validate()
@@ -175,8 +198,22 @@ class HfLlmConfig(PretrainedConfig):
                 raise ValueError(f"{name}={value!r} must be a number in [0, 1).")
         if self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"hidden_act={self.hidden_act!r} is not supported; allowed values are {list(ACTIVATIONS)}.")
-        if not isinstance(self.tie_word_embeddings, bool):
-            raise ValueError(f"tie_word_embeddings={self.tie_word_embeddings!r} must be true or false.")
+        for name in ("tie_word_embeddings", "rnn_bidirectional_encoder", "rnn_input_feeding"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be true or false.")
+        for name, allowed in (("rnn_cell", RNN_CELLS), ("rnn_attention", RNN_ATTENTIONS), ("rnn_init_state", RNN_INIT_STATES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not supported; allowed values are {list(allowed)}.")
+        if (
+            self.is_encoder_decoder
+            and self.side_backbone("decoder") == "rnn"
+            and self.rnn_attention == "none"
+            and self.rnn_init_state == "zeros"
+        ):
+            raise ValueError(
+                "rnn_attention='none' with rnn_init_state='zeros' gives an RNN decoder that never sees the source; "
+                "use an attention or rnn_init_state='encoder'."
+            )
 
         eos = self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id]
         ids = [("pad_token_id", self.pad_token_id), ("bos_token_id", self.bos_token_id),

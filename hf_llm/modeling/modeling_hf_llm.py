@@ -34,10 +34,11 @@ from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_hf_llm import HfLlmConfig
 from .shared_layers import HfLlmEncoderOutput, shift_tokens_right, token_cross_entropy
+from .rnn_backbone import RNNDecoder, RNNEncoder
 from .transformer_backbone import HfLlmRotaryEmbedding, TransformerDecoder, TransformerEncoder
 
-ENCODERS = {"transformer": TransformerEncoder}
-DECODERS = {"transformer": TransformerDecoder}
+ENCODERS = {"transformer": TransformerEncoder, "rnn": RNNEncoder}
+DECODERS = {"transformer": TransformerDecoder, "rnn": RNNDecoder}
 
 
 class HfLlmPreTrainedModel(PreTrainedModel):
@@ -49,9 +50,25 @@ class HfLlmPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_attention_backend = True
-    _no_split_modules = ["TransformerEncoderLayer", "TransformerDecoderLayer"]
+    _no_split_modules = ["TransformerEncoderLayer", "TransformerDecoderLayer", "Recurrence", "AttentionRecurrence"]
 
     def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.LSTM, nn.GRU)):
+            # transformers' default knows nn.LSTM (Xavier) but not nn.GRU. Both: Xavier input weights,
+            # orthogonal recurrent weights per gate (Saxe et al. 2014), zero biases, and an LSTM forget-gate
+            # bias of 1 (Jozefowicz et al. 2015).
+            for name, param in module.named_parameters():
+                if name.startswith("weight_ih"):
+                    init.xavier_uniform_(param)
+                elif name.startswith("weight_hh") and not getattr(param, "_is_hf_initialized", False):
+                    blocks = param.detach().chunk(4 if isinstance(module, nn.LSTM) else 3)
+                    init.copy_(param, torch.cat([torch.nn.init.orthogonal_(torch.empty_like(b)) for b in blocks]))
+                elif name.startswith("bias"):
+                    bias = torch.zeros_like(param)
+                    if isinstance(module, nn.LSTM) and name.startswith("bias_hh"):
+                        bias[module.hidden_size : 2 * module.hidden_size] = 1.0  # gates: input, forget, cell, output
+                    init.copy_(param, bias)
+            return
         super()._init_weights(module)
         if isinstance(module, HfLlmRotaryEmbedding):
             init.copy_(module.inv_freq, module.compute_inv_freq())
@@ -147,6 +164,7 @@ class HfLlmModel(HfLlmPreTrainedModel):
             inputs_embeds=decoder_inputs_embeds,
             encoder_hidden_states=encoder_outputs.last_hidden_state,
             encoder_attention_mask=attention_mask,
+            encoder_final_state=encoder_outputs.final_state,
             cache=cache,
             use_cache=use_cache,
         )

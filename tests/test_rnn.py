@@ -1,0 +1,111 @@
+"""What the recurrent family promises beyond the shared invariants."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from cases import SEQ2SEQ_CASES, lm_config, seq2seq_config
+from test_invariants import make_lm, make_seq2seq, random_ids, right_pad
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+import hf_llm
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_recurrent_weights_get_a_sensible_initialisation(cell):
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(lm_config(f"rnn-{cell}"))
+    rnn = model.model.decoder.recurrence.rnn
+    gates = 4 if cell == "lstm" else 3
+    hidden = rnn.hidden_size
+    for name, param in rnn.named_parameters():
+        if name.startswith("weight_hh"):
+            for block in param.detach().chunk(gates):  # each gate's recurrent matrix is orthogonal
+                torch.testing.assert_close(block @ block.T, torch.eye(hidden), atol=1e-5, rtol=0)
+        elif name.startswith("weight_ih"):
+            bound = (6.0 / (param.shape[0] + param.shape[1])) ** 0.5  # Xavier uniform
+            assert param.abs().max() <= bound and param.std() > bound / 4
+        elif name.startswith("bias_hh") and cell == "lstm":
+            expected = torch.zeros(gates * hidden)
+            expected[hidden : 2 * hidden] = 1.0  # forget gate
+            torch.testing.assert_close(param.detach(), expected)
+        else:
+            assert torch.count_nonzero(param) == 0, name
+
+
+def test_attention_projections_run_once_per_source_during_generation():
+    model = make_seq2seq("rnn-rnn[lstm,bahdanau,bi]")
+    decoder = model.model.decoder
+    calls = {"value_proj": 0, "key_proj": 0, "bridge": 0}
+    for name in calls:
+        getattr(decoder, name).register_forward_pre_hook(lambda *a, n=name: calls.__setitem__(n, calls[n] + 1))
+    ids, mask = right_pad([random_ids(1, 7, seed=50)[0], random_ids(1, 4, seed=51)[0]])
+    with torch.no_grad():
+        model.generate(ids, attention_mask=mask, max_new_tokens=8, num_beams=3, do_sample=False, pad_token_id=0)
+    assert calls == {"value_proj": 1, "key_proj": 1, "bridge": 1}
+
+
+@pytest.mark.parametrize("case", ["rnn-lstm", "rnn-rnn[lstm,luong_dot,uni]", "rnn-rnn[lstm,none,bi]"])
+def test_fused_variants_run_the_rnn_once_over_the_whole_sequence(case):
+    model = make_lm(case) if case.startswith("rnn-lstm") else make_seq2seq(case)
+    rnn = model.model.decoder.recurrence.rnn
+    calls = []
+    rnn.register_forward_pre_hook(lambda *a: calls.append(1))
+    ids = random_ids(2, 9, seed=52)
+    inputs = dict(input_ids=ids) if case == "rnn-lstm" else dict(input_ids=ids, decoder_input_ids=ids)
+    model.train()(**inputs)
+    assert len(calls) == 1
+
+
+def test_stepped_variants_loop_over_target_positions():
+    model = make_seq2seq("rnn-rnn[lstm,luong_general,bi,feed]")
+    calls = []
+    model.model.decoder.recurrence.rnn.register_forward_pre_hook(lambda *a: calls.append(1))
+    model(input_ids=random_ids(2, 5, seed=53), decoder_input_ids=random_ids(2, 7, seed=54))
+    assert len(calls) == 7
+
+
+def test_padding_never_changes_the_recurrent_state():
+    """A decoder-only RNN LM: left padding in the prompt leaves the state (and all later logits) unchanged."""
+    model = make_lm("rnn-gru")
+    row = random_ids(1, 6, seed=55)
+    # Masked positions hold a real token (7), not the pad id whose embedding is zero.
+    padded = torch.cat([torch.full((1, 4), 7, dtype=torch.long), row], dim=1)
+    mask = torch.cat([torch.zeros(1, 4, dtype=torch.long), torch.ones(1, 6, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        alone = model(row, use_cache=True)
+        left = model(padded, attention_mask=mask, use_cache=True)
+    torch.testing.assert_close(left.logits[:, 4:], alone.logits, atol=1e-6, rtol=0)
+    torch.testing.assert_close(left.cache.layers[0].recurrent_states[0], alone.cache.layers[0].recurrent_states[0])
+    # Without the mask the pads would have entered the state.
+    with torch.no_grad():
+        unmasked = model(padded)
+    assert not torch.allclose(unmasked.logits[:, 4:], alone.logits, atol=1e-4)
+
+
+@pytest.mark.parametrize("encoder", ["rnn", "transformer"])
+def test_decoder_starts_from_the_encoder_state_and_bridges_shapes(encoder):
+    """Bidirectional 3-layer encoder -> 2-layer decoder: the initial state depends on the source."""
+    config = seq2seq_config(
+        "rnn-rnn[lstm,none,bi]", encoder_backbone=encoder, encoder_layers=3, decoder_layers=2, rnn_init_state="encoder"
+    )
+    torch.manual_seed(0)
+    model = AutoModelForSeq2SeqLM.from_config(config).eval()
+    tgt = random_ids(1, 4, seed=56)
+    with torch.no_grad():
+        a = model(input_ids=random_ids(1, 5, seed=57), decoder_input_ids=tgt).logits
+        b = model(input_ids=random_ids(1, 5, seed=58), decoder_input_ids=tgt).logits
+    assert not torch.allclose(a, b, atol=1e-4)
+
+
+def test_fairseq_presets_have_the_published_shapes():
+    wiseman = hf_llm.preset_config("lstm_wiseman_iwslt_de_en", vocab_size=1000)
+    assert (wiseman.hidden_size, wiseman.num_hidden_layers, wiseman.rnn_cell) == (256, 1, "lstm")
+    assert wiseman.is_encoder_decoder and not wiseman.rnn_bidirectional_encoder and wiseman.rnn_input_feeding
+    model = AutoModelForSeq2SeqLM.from_config(wiseman)
+    assert model.model.encoder.recurrence.rnn.hidden_size == 256
+    luong = hf_llm.preset_config("lstm_luong_wmt_en_de", vocab_size=1000)
+    assert (luong.hidden_size, luong.side_layers("encoder"), luong.side_layers("decoder")) == (1000, 4, 4)
+    assert luong.rnn_attention == "luong_general"
+    with pytest.raises(ValueError, match="Unknown preset 'lstm_big'"):
+        hf_llm.preset_config("lstm_big")
