@@ -20,7 +20,7 @@ from .modeling.modeling_hf_llm import (
     HfLlmPreTrainedModel,
 )
 
-from .presets import PRESETS, preset_config
+from .presets import PRESETS, parse_layer_spec, preset_config
 
 __version__ = "0.1.0"
 
@@ -38,6 +38,7 @@ HfLlmConfig.register_for_auto_class("AutoConfig")
 
 __all__ = [
     "PRESETS",
+    "parse_layer_spec",
     "preset_config",
     "HfLlmConfig",
     "HfLlmPreTrainedModel",

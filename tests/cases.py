@@ -24,6 +24,8 @@ LM_CASES: dict[str, dict] = {
     "transformer": dict(backbone="transformer"),
     "rnn-lstm": dict(backbone="rnn", rnn_cell="lstm"),
     "rnn-gru": dict(backbone="rnn", rnn_cell="gru"),
+    "cnn": dict(backbone="cnn", cnn_kernel_size=3),
+    "cnn[spec,weight_norm]": dict(backbone="cnn", cnn_decoder_spec=[[32, 3], [48, 2], [48, 4]], cnn_weight_norm=True),
 }
 
 # Encoder-decoders: "<encoder>-<decoder>" pairs.
@@ -46,6 +48,16 @@ SEQ2SEQ_CASES: dict[str, dict] = {
     # Mixed pairs.
     "transformer-rnn[lstm,luong_general,feed]": _rnn("lstm", "luong_general", True, encoder="transformer"),
     "rnn-transformer[gru,bi]": _rnn("gru", "luong_general", True, decoder="transformer"),
+    # The convolutional family (ConvS2S) and its mixed pairs.
+    "cnn-cnn": dict(encoder_backbone="cnn", decoder_backbone="cnn"),
+    "cnn-cnn[spec,weight_norm]": dict(
+        encoder_backbone="cnn", decoder_backbone="cnn", cnn_encoder_spec=[[32, 3], [48, 4]],
+        cnn_decoder_spec=[[48, 3], [32, 2], [32, 3]], cnn_weight_norm=True,
+    ),
+    "transformer-cnn": dict(encoder_backbone="transformer", decoder_backbone="cnn"),
+    "cnn-rnn[lstm,bahdanau]": _rnn("lstm", "bahdanau", True, encoder="cnn"),
+    "rnn-cnn[gru,bi]": _rnn("gru", "luong_general", True, decoder="cnn"),
+    "cnn-transformer": dict(encoder_backbone="cnn", decoder_backbone="transformer"),
 }
 
 

@@ -75,11 +75,3 @@ def test_heads_reject_the_wrong_kind_of_config():
         hf_llm.HfLlmForCausalLM(s2s)
     with pytest.raises(ValueError, match="set is_encoder_decoder=True"):
         hf_llm.HfLlmForSeq2SeqLM(lm)
-
-
-@pytest.mark.parametrize("family", ["cnn"])
-def test_families_that_have_not_landed_fail_loudly(family):
-    with pytest.raises(ValueError, match=f"backbone '{family}' is not available yet"):
-        hf_llm.HfLlmConfig(**{**TINY, "backbone": family})
-    with pytest.raises(ValueError, match=f"backbone '{family}' is not available yet"):
-        hf_llm.HfLlmConfig(**{**TINY, "is_encoder_decoder": True, "decoder_start_token_id": 1, "decoder_backbone": family})

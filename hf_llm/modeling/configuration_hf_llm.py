@@ -15,7 +15,7 @@ from transformers import PretrainedConfig
 
 BACKBONES = ("transformer", "rnn", "cnn")
 # Families whose code has landed. Asking for another one fails loudly instead of falling back.
-AVAILABLE_BACKBONES = ("transformer", "rnn")
+AVAILABLE_BACKBONES = ("transformer", "rnn", "cnn")
 RNN_CELLS = ("lstm", "gru")
 RNN_ATTENTIONS = ("bahdanau", "luong_dot", "luong_general", "none")
 RNN_INIT_STATES = ("encoder", "zeros")
@@ -66,6 +66,14 @@ class HfLlmConfig(PretrainedConfig):
         rnn_input_feeding: Luong input feeding (the previous attentional vector joins the next input).
         rnn_init_state: "encoder" (the decoder starts from the bridged encoder final state; the masked mean
             of the source states for non-recurrent encoders) or "zeros".
+
+    Convolutional family (`cnn_*`; embeddings `hidden_size` wide, learned positions up to
+    `max_position_embeddings`):
+        cnn_kernel_size: kernel width of every block when no spec is given.
+        cnn_encoder_spec / cnn_decoder_spec: fairseq-style layer spec, a list of `[channels, kernel_size]`
+            per block, e.g. `[[256, 3]] * 4`; default `[[hidden_size, cnn_kernel_size]] * layers`. A spec
+            sets the number of blocks of its side.
+        cnn_weight_norm: weight normalisation on every convolution and projection (as in fairseq's fconv).
     """
 
     model_type = "hf_llm"
@@ -103,6 +111,10 @@ class HfLlmConfig(PretrainedConfig):
         rnn_attention: str = "luong_general",
         rnn_input_feeding: bool = True,
         rnn_init_state: str = "encoder",
+        cnn_kernel_size: int = 3,
+        cnn_encoder_spec: list[list[int]] | None = None,
+        cnn_decoder_spec: list[list[int]] | None = None,
+        cnn_weight_norm: bool = False,
         **kwargs,
     ):
         self.vocab_size = vocab_size
@@ -134,6 +146,10 @@ class HfLlmConfig(PretrainedConfig):
         self.rnn_attention = rnn_attention
         self.rnn_input_feeding = rnn_input_feeding
         self.rnn_init_state = rnn_init_state
+        self.cnn_kernel_size = cnn_kernel_size
+        self.cnn_encoder_spec = [list(block) for block in cnn_encoder_spec] if isinstance(cnn_encoder_spec, (list, tuple)) else cnn_encoder_spec
+        self.cnn_decoder_spec = [list(block) for block in cnn_decoder_spec] if isinstance(cnn_decoder_spec, (list, tuple)) else cnn_decoder_spec
+        self.cnn_weight_norm = cnn_weight_norm
         super().__init__(is_encoder_decoder=is_encoder_decoder, **kwargs)
         self.auto_map = {**AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
         self.validate()
@@ -147,8 +163,20 @@ class HfLlmConfig(PretrainedConfig):
 
     def side_layers(self, side: str) -> int:
         """Number of blocks of the "encoder" or "decoder" side."""
+        spec = self.cnn_encoder_spec if side == "encoder" else self.cnn_decoder_spec
+        if self.side_backbone(side) == "cnn" and spec is not None:
+            return len(spec)
         own = self.encoder_layers if side == "encoder" else self.decoder_layers
         return own if own is not None else self.num_hidden_layers
+
+    def cnn_spec(self, side: str) -> list[tuple[int, int]]:
+        """`(channels, kernel_size)` of each convolutional block of the "encoder" or "decoder" side."""
+        spec = self.cnn_encoder_spec if side == "encoder" else self.cnn_decoder_spec
+        if spec is None:
+            own = self.encoder_layers if side == "encoder" else self.decoder_layers
+            layers = own if own is not None else self.num_hidden_layers
+            return [(self.hidden_size, self.cnn_kernel_size)] * layers
+        return [(int(channels), int(kernel)) for channels, kernel in spec]
 
     def used_backbones(self) -> list[str]:
         sides = ["encoder", "decoder"] if self.is_encoder_decoder else ["decoder"]
@@ -198,12 +226,33 @@ class HfLlmConfig(PretrainedConfig):
                 raise ValueError(f"{name}={value!r} must be a number in [0, 1).")
         if self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"hidden_act={self.hidden_act!r} is not supported; allowed values are {list(ACTIVATIONS)}.")
-        for name in ("tie_word_embeddings", "rnn_bidirectional_encoder", "rnn_input_feeding"):
+        for name in ("tie_word_embeddings", "rnn_bidirectional_encoder", "rnn_input_feeding", "cnn_weight_norm"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be true or false.")
         for name, allowed in (("rnn_cell", RNN_CELLS), ("rnn_attention", RNN_ATTENTIONS), ("rnn_init_state", RNN_INIT_STATES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not supported; allowed values are {list(allowed)}.")
+        if isinstance(self.cnn_kernel_size, bool) or not isinstance(self.cnn_kernel_size, int) or self.cnn_kernel_size <= 0:
+            raise ValueError(f"cnn_kernel_size={self.cnn_kernel_size!r} must be a positive integer.")
+        for side in ("encoder", "decoder"):
+            name = f"cnn_{side}_spec"
+            spec = getattr(self, name)
+            if spec is None:
+                continue
+            if not isinstance(spec, list) or not spec or not all(
+                isinstance(block, list) and len(block) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in block)
+                for block in spec
+            ):
+                raise ValueError(
+                    f"{name}={spec!r} must be a non-empty list of [channels, kernel_size] pairs of positive "
+                    "integers, e.g. [[256, 3], [256, 3], [512, 3]]."
+                )
+            own = self.encoder_layers if side == "encoder" else self.decoder_layers
+            if own is not None and own != len(spec):
+                raise ValueError(
+                    f"{side}_layers={own} disagrees with {name}, which has {len(spec)} blocks; drop one of them."
+                )
         if (
             self.is_encoder_decoder
             and self.side_backbone("decoder") == "rnn"

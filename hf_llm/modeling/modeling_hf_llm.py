@@ -34,11 +34,12 @@ from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_hf_llm import HfLlmConfig
 from .shared_layers import HfLlmEncoderOutput, shift_tokens_right, token_cross_entropy
+from .cnn_backbone import CNNDecoder, CNNEncoder
 from .rnn_backbone import RNNDecoder, RNNEncoder
 from .transformer_backbone import HfLlmRotaryEmbedding, TransformerDecoder, TransformerEncoder
 
-ENCODERS = {"transformer": TransformerEncoder, "rnn": RNNEncoder}
-DECODERS = {"transformer": TransformerDecoder, "rnn": RNNDecoder}
+ENCODERS = {"transformer": TransformerEncoder, "rnn": RNNEncoder, "cnn": CNNEncoder}
+DECODERS = {"transformer": TransformerDecoder, "rnn": RNNDecoder, "cnn": CNNDecoder}
 
 
 class HfLlmPreTrainedModel(PreTrainedModel):
@@ -50,9 +51,23 @@ class HfLlmPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_attention_backend = True
-    _no_split_modules = ["TransformerEncoderLayer", "TransformerDecoderLayer", "Recurrence", "AttentionRecurrence"]
+    _no_split_modules = [
+        "TransformerEncoderLayer", "TransformerDecoderLayer", "Recurrence", "AttentionRecurrence", "ConvBlock"
+    ]
 
     def _init_weights(self, module: nn.Module) -> None:
+        if getattr(module, "init_std", None) is not None:
+            # Convolutional family: ConvS2S initialisation (std chosen per layer, zero bias); with weight
+            # normalisation the direction v gets the draw and the magnitude g its norm, so w = v at start.
+            init.zeros_(module.bias)
+            parametrizations = getattr(module, "parametrizations", None)
+            if parametrizations is None:
+                init.normal_(module.weight, mean=0.0, std=module.init_std)
+            else:
+                magnitude, direction = parametrizations.weight.original0, parametrizations.weight.original1
+                init.normal_(direction, mean=0.0, std=module.init_std)
+                init.copy_(magnitude, direction.detach().norm(dim=tuple(range(1, direction.dim())), keepdim=True))
+            return
         if isinstance(module, (nn.LSTM, nn.GRU)):
             # transformers' default knows nn.LSTM (Xavier) but not nn.GRU. Both: Xavier input weights,
             # orthogonal recurrent weights per gate (Saxe et al. 2014), zero biases, and an LSTM forget-gate
@@ -165,6 +180,7 @@ class HfLlmModel(HfLlmPreTrainedModel):
             encoder_hidden_states=encoder_outputs.last_hidden_state,
             encoder_attention_mask=attention_mask,
             encoder_final_state=encoder_outputs.final_state,
+            encoder_attention_values=encoder_outputs.attention_values,
             cache=cache,
             use_cache=use_cache,
         )

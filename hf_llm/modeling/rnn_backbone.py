@@ -291,11 +291,13 @@ class RNNDecoder(nn.Module):
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
         encoder_final_state: torch.Tensor | None = None,
+        encoder_attention_values: torch.Tensor | None = None,
         cache: Cache | None = None,
         use_cache: bool = False,
         **kwargs,
     ) -> BaseModelOutputWithPast:
-        """`position_ids` are not used: a recurrence knows where it is."""
+        """`position_ids` are not used (a recurrence knows where it is), nor `encoder_attention_values`
+        (ConvS2S encoders): attention values are projected from `encoder_hidden_states`."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds to the decoder.")
         if inputs_embeds is None:

@@ -306,11 +306,13 @@ class TransformerDecoder(nn.Module):
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
         encoder_final_state: torch.Tensor | None = None,
+        encoder_attention_values: torch.Tensor | None = None,
         cache: Cache | None = None,
         use_cache: bool = False,
         **kwargs,
     ) -> BaseModelOutputWithPast:
-        """`encoder_final_state` (an RNN encoder's final state) is not used: this family attends instead."""
+        """`encoder_final_state` (RNN encoders) and `encoder_attention_values` (ConvS2S encoders) are not used:
+        cross-attention projects its own keys and values from `encoder_hidden_states`."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds to the decoder.")
         if inputs_embeds is None:
