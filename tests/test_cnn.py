@@ -53,7 +53,7 @@ def test_multi_step_attention_uses_source_embeddings_as_values():
     src, tgt = random_ids(1, 6, seed=63), random_ids(1, 5, seed=64)
     with torch.no_grad():
         encoded = encoder(input_ids=src)
-        embedding = encoder.embed_tokens(src) + encoder.embed_positions(torch.arange(6)[None])
+        embedding = encoder.embed_norm(encoder.embed_tokens(src) + encoder.embed_positions(torch.arange(6)[None]))
         torch.testing.assert_close(encoded.attention_values, (encoded.last_hidden_state + embedding) * math.sqrt(0.5))
         base = model(encoder_outputs=encoded, decoder_input_ids=tgt).logits
         encoded.attention_values = encoded.attention_values + 1.0

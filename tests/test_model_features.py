@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from cases import LM_CASES, SEQ2SEQ_CASES, TINY, lm_config, seq2seq_config
-from test_invariants import left_pad, make_lm, make_seq2seq, random_ids, right_pad
+from test_invariants import assert_logits_close, left_pad, make_lm, make_seq2seq, random_ids, right_pad
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
 from transformers.modeling_layers import GradientCheckpointingLayer
 
@@ -38,7 +38,7 @@ def test_eager_and_sdpa_attention_give_the_same_logits(case):
     with torch.no_grad():
         a, b = eager(**batch).logits, sdpa(**batch).logits
     real = batch["attention_mask"].bool() if case in LM_CASES else slice(None)
-    torch.testing.assert_close(a[real], b[real], atol=1e-5, rtol=0)
+    assert_logits_close(a[real], b[real])
 
 
 @pytest.mark.parametrize("case", ALL_CASES)
@@ -72,7 +72,7 @@ def test_logits_to_keep_returns_the_last_positions(case):
         full = model(**batch).logits
         last = model(**batch, logits_to_keep=1).logits
     assert last.shape[1] == 1
-    torch.testing.assert_close(last, full[:, -1:], atol=1e-6, rtol=0)
+    assert_logits_close(last, full[:, -1:])
 
 
 def test_the_deprecated_past_key_values_name_still_works_with_a_warning():
@@ -83,7 +83,7 @@ def test_the_deprecated_past_key_values_name_still_works_with_a_warning():
         expected = model(ids).logits[:, -1]
         with pytest.warns(FutureWarning, match="past_key_values"):
             step = model(ids[:, 5:], past_key_values=cache, use_cache=True).logits[:, -1]
-    torch.testing.assert_close(step, expected, atol=1e-5, rtol=0)
+    assert_logits_close(step, expected)
 
 
 @pytest.mark.parametrize("case", ALL_CASES)
@@ -128,7 +128,7 @@ def test_classifier_pools_real_tokens_only(case):
         alone = torch.cat([model(input_ids=r[None]).logits for r in rows])
         for pad in (left_pad, right_pad):
             ids, mask = pad(rows)
-            torch.testing.assert_close(model(input_ids=ids, attention_mask=mask).logits, alone, atol=1e-5, rtol=0)
+            assert_logits_close(model(input_ids=ids, attention_mask=mask).logits, alone)
 
 
 @pytest.mark.parametrize("case", ALL_CASES)

@@ -3,7 +3,8 @@
 - Blocks from Gehring et al. 2017, "Convolutional Sequence to Sequence Learning" (ConvS2S): dropout ->
   1-D convolution to twice the channels -> gated linear unit (GLU, Dauphin et al. 2017, "Language Modeling
   with Gated Convolutional Networks") -> residual, the sum scaled by sqrt(0.5); learned positions added
-  to the embeddings; linear projections where the channel count changes. Initialisation as in the paper
+  to the embeddings, then an RMS norm (tied, small-init embeddings would otherwise start the stack from
+  near-zero inputs); linear projections where the channel count changes. Initialisation as in the paper
   (variance preserved through GLU and dropout); optional weight normalisation (Salimans & Kingma 2016).
 - Encoder: non-causal ("same" padding). Decoder: causal (left padding only); without an encoder it is a
   gated convolutional language model.
@@ -28,7 +29,7 @@ from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache, L
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
-from .shared_layers import HfLlmEncoderOutput, positions_from_mask
+from .shared_layers import DocumentSplit, HfLlmEncoderOutput, document_starts, positions_from_mask
 
 SQRT_HALF = math.sqrt(0.5)
 
@@ -132,6 +133,7 @@ class CNNEncoder(nn.Module):
         self.output_size = config.hidden_size
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
         self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.embed_norm = nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
         self.dropout = nn.Dropout(dropout)
         self.fc_in = cnn_linear(config.hidden_size, spec[0][0], dropout, weight_norm)
         channels = [spec[0][0]] + [c for c, _ in spec]
@@ -154,7 +156,7 @@ class CNNEncoder(nn.Module):
             inputs_embeds = self.embed_tokens(input_ids)  # (B, S, H)
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask, 0, inputs_embeds.shape[1], inputs_embeds.device)
-        embedding = self.dropout(inputs_embeds + self.embed_positions(position_ids))  # (B, S, H)
+        embedding = self.dropout(self.embed_norm(inputs_embeds + self.embed_positions(position_ids)))  # (B, S, H)
         x = self.fc_in(embedding)  # (B, S, C)
         for layer in self.layers:
             x = layer(x, attention_mask)  # (B, S, C)
@@ -179,6 +181,7 @@ class CNNDecoder(nn.Module):
         self.num_layers = len(spec)
         self.embed_tokens = nn.Embedding(config.vocab_size, hidden, config.pad_token_id)
         self.embed_positions = nn.Embedding(config.max_position_embeddings, hidden)
+        self.embed_norm = nn.RMSNorm(hidden, eps=config.norm_eps)
         self.dropout = nn.Dropout(dropout)
         self.fc_in = cnn_linear(hidden, spec[0][0], dropout, weight_norm)
         channels = [spec[0][0]] + [c for c, _ in spec]
@@ -257,12 +260,23 @@ class CNNDecoder(nn.Module):
         if self_cache is not None:
             self_cache.update_recurrent_state(position_ids[:, -1:] + 1, self.num_layers)
 
-        embedding = self.dropout(inputs_embeds + self.embed_positions(position_ids))  # (B, T, H)
+        embedding = self.dropout(self.embed_norm(inputs_embeds + self.embed_positions(position_ids)))  # (B, T, H)
         keys = values = None
         if self.has_attention:
             keys, values = self.attention_memory(encoder_hidden_states, encoder_attention_values, cache)
-        x = self.fc_in(embedding)  # (B, T, C)
-        for i, layer in enumerate(self.layers):
-            x = layer(x, mask, embedding, keys, values, encoder_attention_mask, layer_idx=i, cache=self_cache)
+        starts = document_starts(position_ids) if cache is None and not self.has_attention else None
+        if starts is not None:
+            # Packed documents: one row per document, so no receptive field crosses a boundary.
+            documents = DocumentSplit(starts)
+            x = documents.merge(self.blocks(documents.split(embedding), documents.mask))
+        else:
+            x = self.blocks(embedding, mask, keys, values, encoder_attention_mask, self_cache)
         hidden_states = self.dropout(self.fc_out(x))  # (B, T, H)
         return BaseModelOutputWithPast(last_hidden_state=hidden_states, cache=cache)
+
+    def blocks(self, embedding, mask, keys=None, values=None, source_mask=None, cache=None) -> torch.Tensor:
+        """`embedding (B, T, H)` -> last block's output `(B, T, C)`."""
+        x = self.fc_in(embedding)  # (B, T, C)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mask, embedding, keys, values, source_mask, layer_idx=i, cache=cache)
+        return x

@@ -28,7 +28,7 @@ from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache, L
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
-from .shared_layers import HfLlmEncoderOutput
+from .shared_layers import DocumentSplit, HfLlmEncoderOutput, document_starts
 
 RNNState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # GRU: h; LSTM: (h, c); each (L * dirs, B, H)
 RECURRENT_STATE, INPUT_FEED = 0, 1  # state indices inside the recurrent cache layer
@@ -178,6 +178,7 @@ class RNNEncoder(nn.Module):
         self.num_directions = 2 if config.rnn_bidirectional_encoder else 1
         self.output_size = self.num_directions * config.hidden_size
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.embed_norm = nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
         self.dropout = nn.Dropout(config.dropout)
         self.recurrence = Recurrence(
             config.rnn_cell, config.hidden_size, config.hidden_size, num_layers, config.dropout,
@@ -195,7 +196,8 @@ class RNNEncoder(nn.Module):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds to the encoder.")
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)  # (B, S, H)
-        outputs, final = self.recurrence(self.dropout(inputs_embeds), attention_mask)  # (B, S, dirs*H)
+        x = self.dropout(self.embed_norm(inputs_embeds))
+        outputs, final = self.recurrence(x, attention_mask)  # (B, S, dirs*H)
         hidden = final[0] if isinstance(final, tuple) else final  # (L * dirs, B, H)
         batch = hidden.shape[1]
         hidden = hidden.view(self.num_layers, self.num_directions, batch, -1).permute(2, 0, 1, 3)
@@ -206,7 +208,9 @@ class RNNEncoder(nn.Module):
 class RNNDecoder(nn.Module):
     """Multi-layer LSTM/GRU decoder: a recurrent LM, or, with `encoder_hidden_size`, an attention decoder.
 
-    `(input_ids | inputs_embeds, attention_mask, encoder states, cache) -> (B, T, H)`.
+    `(input_ids | inputs_embeds, attention_mask, encoder states, cache) -> (B, T, H)`. RMS norms on the
+    embeddings and on the outputs (the LM head is tied to the small-init embeddings): without them a
+    2-layer LSTM LM did not get below the unigram loss in 200 steps (docs/ARCHITECTURE.md).
     """
 
     def __init__(self, config, num_layers: int, encoder_hidden_size: int | None = None):
@@ -220,7 +224,9 @@ class RNNDecoder(nn.Module):
         self.attention = config.rnn_attention if encoder_hidden_size is not None else "none"
 
         self.embed_tokens = nn.Embedding(config.vocab_size, hidden, config.pad_token_id)
+        self.embed_norm = nn.RMSNorm(hidden, eps=config.norm_eps)
         self.dropout = nn.Dropout(config.dropout)
+        self.norm = nn.RMSNorm(hidden, eps=config.norm_eps)
         if self.attention == "none":
             self.recurrence = Recurrence(self.cell, hidden, hidden, num_layers, config.dropout)
         else:
@@ -296,8 +302,9 @@ class RNNDecoder(nn.Module):
         use_cache: bool = False,
         **kwargs,
     ) -> BaseModelOutputWithPast:
-        """`position_ids` are not used (a recurrence knows where it is), nor `encoder_attention_values`
-        (ConvS2S encoders): attention values are projected from `encoder_hidden_states`."""
+        """A recurrence knows where it is: `position_ids` only mark packed documents (a position that does not
+        follow the previous one starts a new document, from a fresh state). `encoder_attention_values`
+        (ConvS2S encoders) are not used: attention values are projected from `encoder_hidden_states`."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds to the decoder.")
         if inputs_embeds is None:
@@ -316,10 +323,16 @@ class RNNDecoder(nn.Module):
             state = self.initial_state(
                 batch, inputs_embeds, encoder_hidden_states, encoder_attention_mask, encoder_final_state
             )
-        x = self.dropout(inputs_embeds)
+        x = self.dropout(self.embed_norm(inputs_embeds))
 
         feed = None
-        if self.attention == "none":
+        starts = document_starts(position_ids) if cache is None and self.attention == "none" else None
+        if starts is not None:
+            # Packed documents: one row per document, each from the initial (zero) state.
+            documents = DocumentSplit(starts)
+            outputs, _ = self.recurrence(documents.split(x), documents.mask)
+            hidden_states = documents.merge(outputs)
+        elif self.attention == "none":
             hidden_states, state = self.recurrence(x, mask, state)
         else:
             keys, values = self.attention_memory(encoder_hidden_states, cache)
@@ -333,4 +346,4 @@ class RNNDecoder(nn.Module):
             self_cache.update_recurrent_state(state_to_cache(state), 0, state_idx=RECURRENT_STATE)
             if feed is not None:
                 self_cache.update_recurrent_state(feed, 0, state_idx=INPUT_FEED)
-        return BaseModelOutputWithPast(last_hidden_state=self.dropout(hidden_states), cache=cache)
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(self.dropout(hidden_states)), cache=cache)

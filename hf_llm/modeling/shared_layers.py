@@ -67,3 +67,44 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
     shifted[:, 1:] = labels[:, :-1].clone()
     shifted[:, 0] = decoder_start_token_id
     return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+def document_starts(position_ids: torch.Tensor | None) -> torch.Tensor | None:
+    """Where packed documents start: `(B, T)` bool, True where a position does not follow the previous one.
+
+    None when no row holds more than one document (the usual, unpacked case). Position ids that restart
+    at 0 inside a row are how packed training data mark document boundaries (as transformers'
+    `DataCollatorWithFlattening` does).
+    """
+    if position_ids is None or position_ids.dim() != 2 or position_ids.shape[1] < 2:
+        return None
+    starts = torch.ones_like(position_ids, dtype=torch.bool)
+    starts[:, 1:] = position_ids[:, 1:] != position_ids[:, :-1] + 1
+    return starts if bool(starts[:, 1:].any()) else None
+
+
+class DocumentSplit:
+    """Reshape a packed batch `(B, T, ...)` into one row per document `(N, L, ...)` and back.
+
+    Recurrent and convolutional stacks run on the split batch, so no state and no receptive field
+    crosses a document boundary; each document is left-aligned and right-padded (`mask (N, L)`).
+    """
+
+    def __init__(self, starts: torch.Tensor):
+        batch, length = starts.shape
+        flat = starts.reshape(-1)
+        self.shape = (batch, length)
+        self.document = flat.long().cumsum(0) - 1  # (B*T,) document of each token
+        first = flat.nonzero().squeeze(1)  # (N,) flat index where each document starts
+        self.offset = torch.arange(flat.numel(), device=flat.device) - first[self.document]
+        lengths = torch.bincount(self.document, minlength=first.numel())
+        self.mask = torch.arange(int(lengths.max()), device=flat.device)[None, :] < lengths[:, None]  # (N, L)
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, *x.shape[2:])
+        out = flat.new_zeros(self.mask.shape + flat.shape[1:])
+        out[self.document, self.offset] = flat
+        return out
+
+    def merge(self, x: torch.Tensor) -> torch.Tensor:
+        return x[self.document, self.offset].reshape(*self.shape, *x.shape[2:])
