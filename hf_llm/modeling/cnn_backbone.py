@@ -242,7 +242,9 @@ class CNNDecoder(nn.Module):
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)  # (B, T, H)
         length = inputs_embeds.shape[1]
-        if use_cache and cache is None:
+        # Packed documents (position ids restarting inside a row) run one per row; no cache then.
+        starts = document_starts(position_ids, attention_mask) if cache is None and not self.has_attention else None
+        if use_cache and cache is None and starts is None:
             cache = self.make_cache(encoder_hidden_states is not None)
         self_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
         mask = attention_mask[:, -length:] if attention_mask is not None else None  # the new tokens
@@ -264,7 +266,6 @@ class CNNDecoder(nn.Module):
         keys = values = None
         if self.has_attention:
             keys, values = self.attention_memory(encoder_hidden_states, encoder_attention_values, cache)
-        starts = document_starts(position_ids) if cache is None and not self.has_attention else None
         if starts is not None:
             # Packed documents: one row per document, so no receptive field crosses a boundary.
             documents = DocumentSplit(starts)

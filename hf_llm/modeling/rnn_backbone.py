@@ -310,7 +310,9 @@ class RNNDecoder(nn.Module):
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)  # (B, T, H)
         batch, length, _ = inputs_embeds.shape
-        if use_cache and cache is None:
+        # Packed documents (position ids restarting inside a row) each start from a fresh state; no cache then.
+        starts = document_starts(position_ids, attention_mask) if cache is None and self.attention == "none" else None
+        if use_cache and cache is None and starts is None:
             cache = self.make_cache(encoder_hidden_states is not None)
         self_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
         # The mask covers past + new tokens; the new tokens are the last `length` columns.
@@ -326,7 +328,6 @@ class RNNDecoder(nn.Module):
         x = self.dropout(self.embed_norm(inputs_embeds))
 
         feed = None
-        starts = document_starts(position_ids) if cache is None and self.attention == "none" else None
         if starts is not None:
             # Packed documents: one row per document, each from the initial (zero) state.
             documents = DocumentSplit(starts)

@@ -69,17 +69,25 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
-def document_starts(position_ids: torch.Tensor | None) -> torch.Tensor | None:
-    """Where packed documents start: `(B, T)` bool, True where a position does not follow the previous one.
+def document_starts(position_ids: torch.Tensor | None, attention_mask: torch.Tensor | None = None) -> torch.Tensor | None:
+    """Where packed documents start: `(B, T)` bool, True where a real token's position does not follow the
+    previous real token's (and at the start of every row).
 
     None when no row holds more than one document (the usual, unpacked case). Position ids that restart
     at 0 inside a row are how packed training data mark document boundaries (as transformers'
-    `DataCollatorWithFlattening` does).
+    `DataCollatorWithFlattening` does); padding (mask 0), whose positions are 0, is not a boundary.
     """
     if position_ids is None or position_ids.dim() != 2 or position_ids.shape[1] < 2:
         return None
+    if attention_mask is not None and attention_mask.dim() != 2:
+        attention_mask = None  # a prepared 4-D mask already says what attends to what
+    if attention_mask is not None:
+        position_ids = position_ids.expand(attention_mask.shape[0], -1)
     starts = torch.ones_like(position_ids, dtype=torch.bool)
     starts[:, 1:] = position_ids[:, 1:] != position_ids[:, :-1] + 1
+    if attention_mask is not None:
+        real = attention_mask[:, -position_ids.shape[1] :].bool()
+        starts[:, 1:] &= real[:, 1:] & real[:, :-1]
     return starts if bool(starts[:, 1:].any()) else None
 
 

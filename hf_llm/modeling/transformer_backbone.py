@@ -29,7 +29,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from .shared_layers import HfLlmEncoderOutput, positions_from_mask
+from .shared_layers import HfLlmEncoderOutput, document_starts, positions_from_mask
 
 
 class HfLlmRotaryEmbedding(nn.Module):
@@ -317,7 +317,11 @@ class TransformerDecoder(nn.Module):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds to the decoder.")
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)  # (B, T, H)
-        if use_cache and cache is None:
+        # Packed documents (position ids restarting inside a row): masks keep them apart; no cache then.
+        packed = cache is None and document_starts(position_ids, attention_mask) is not None
+        if packed and attention_mask is not None and bool(attention_mask.all()):
+            attention_mask = None  # transformers builds the packed-sequence mask only without a padding mask
+        if use_cache and cache is None and not packed:
             cache = self.make_cache(encoder_hidden_states is not None)
         if encoder_hidden_states is not None and cache is not None and not isinstance(cache, EncoderDecoderCache):
             raise ValueError("An encoder-decoder needs an EncoderDecoderCache (self-attention + cross-attention).")

@@ -1,0 +1,203 @@
+"""The `hf-llm` command line: train, generate, eval, tokenizer, recipes.
+
+A problem the user can fix (a bad recipe key, a missing file, a dataset without its column, ...) is
+printed as one line starting with "error:" and exits with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+RECIPE_HELP = """\
+A recipe is YAML with the sections model, tokenizer, data, generation and training (TrainingArguments
+fields, unchanged); `hf-llm recipes` lists the bundled ones. Override any key as section.key=value, e.g.
+  hf-llm train quickstart model.backbone=rnn training.max_steps=200 data.block_size=64
+"""
+
+
+def command_train(args) -> int:
+    from .recipes import load_recipe
+    from .train import run
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    result = run(recipe, overwrite=args.overwrite)
+    print(f"\nSaved to {result['output_dir']}")
+    for key in ("eval_loss", "perplexity", "init_perplexity", "eval_bleu", "eval_chrf", "eval_rouge1", "eval_rougeL",
+                "eval_accuracy", "eval_f1"):
+        if key in result:
+            print(f"  {key}: {result[key]:.4f}")
+    for text in result.get("samples", []):
+        print(f"\n--- sample ---\n{text}")
+    return 0
+
+
+def load_model_and_tokenizer(model_dir: str):
+    import hf_llm  # noqa: F401  (registers the Auto classes)
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from .recipes import RecipeError
+
+    if not os.path.isdir(model_dir):
+        raise RecipeError(f"Model folder not found: {model_dir}")
+    if not os.path.isfile(os.path.join(model_dir, "config.json")):
+        raise RecipeError(f"{model_dir} holds no config.json: not a saved model (train one with `hf-llm train`).")
+    config = AutoConfig.from_pretrained(model_dir)
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    model = auto.from_pretrained(model_dir).eval()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as error:
+        raise RecipeError(f"{model_dir} holds no usable tokenizer: {error}") from None
+    return model, tokenizer
+
+
+def command_generate(args) -> int:
+    import torch
+
+    from .recipes import RecipeError
+
+    model, tokenizer = load_model_and_tokenizer(args.model_dir)
+    if args.max_new_tokens is not None and args.max_new_tokens <= 0:
+        raise RecipeError(f"--max-new-tokens must be positive, got {args.max_new_tokens}.")
+    if args.num_beams is not None and args.num_beams <= 0:
+        raise RecipeError(f"--num-beams must be positive, got {args.num_beams}.")
+    kwargs = {k: v for k, v in dict(
+        max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, temperature=args.temperature,
+        top_k=args.top_k, top_p=args.top_p,
+    ).items() if v is not None}
+    if args.do_sample is not None:
+        kwargs["do_sample"] = args.do_sample
+    torch.manual_seed(args.seed)
+    inputs = tokenizer(args.prompt, return_tensors="pt", add_special_tokens=model.config.is_encoder_decoder)
+    try:
+        with torch.no_grad():
+            output = model.generate(**inputs, **kwargs)
+    except ValueError as error:  # generate's own argument checks
+        raise RecipeError(f"generate: {error}") from None
+    new = output[0] if model.config.is_encoder_decoder else output[0, inputs["input_ids"].shape[1] :]
+    text = tokenizer.decode(new, skip_special_tokens=True)
+    print(text if model.config.is_encoder_decoder else args.prompt + text)
+    return 0
+
+
+def command_eval(args) -> int:
+    from .evaluation import evaluate_target
+
+    metrics = evaluate_target(args.target, args.overrides)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def command_tokenizer_train(args) -> int:
+    from .data import load_raw, require_columns
+    from .recipes import DataArgs, RecipeError, load_recipe
+    from .tokenizer import batched_texts, train_tokenizer
+
+    if args.recipe is None and not args.files:
+        raise RecipeError("Give a recipe or --files to train the tokenizer on.")
+    if args.recipe is not None:
+        data = load_recipe(args.recipe, args.overrides).data
+    else:
+        data = DataArgs(train_file=args.files[0], text_column=args.text_column)
+        for path in args.files:
+            if not os.path.isfile(path):
+                raise RecipeError(f"--files: file not found: {path}")
+    raw = load_raw(data)
+    require_columns(raw, [data.text_column], {data.text_column: "--text-column / data.text_column"})
+    tokenizer = train_tokenizer(
+        (batch for batch in batched_texts(raw["train"], data.text_column)), args.vocab_size, args.min_frequency
+    )
+    os.makedirs(args.output, exist_ok=True)
+    tokenizer.save_pretrained(args.output)
+    print(f"Saved a byte-level BPE tokenizer with {len(tokenizer)} tokens to {args.output}")
+    return 0
+
+
+def command_recipes(args) -> int:
+    import yaml
+
+    from .recipes import RECIPES_DIR
+
+    for path in sorted(RECIPES_DIR.glob("*.yaml")):
+        description = (yaml.safe_load(path.read_text()) or {}).get("description", "")
+        print(f"{path.stem:<28} {description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-llm", description="Train, evaluate and use recurrent, convolutional and Transformer language "
+        "models with the Hugging Face tools.", formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a model from a recipe", description=RECIPE_HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("recipe", help="recipe file, or the name of a bundled recipe (see `hf-llm recipes`)")
+    train.add_argument("overrides", nargs="*", metavar="section.key=value", help="override recipe values")
+    train.add_argument("--overwrite", action="store_true", help="write over a training.output_dir that holds a run")
+    train.set_defaults(handler=command_train)
+
+    generate = commands.add_parser("generate", help="generate text with a trained model")
+    generate.add_argument("model_dir", help="folder written by `hf-llm train` (model + tokenizer)")
+    generate.add_argument("prompt", help="text to continue (causal LM) or to transform (seq2seq)")
+    generate.add_argument("--max-new-tokens", type=int, default=None)
+    generate.add_argument("--num-beams", type=int, default=None)
+    generate.add_argument("--do-sample", action=argparse.BooleanOptionalAction, default=None)
+    generate.add_argument("--temperature", type=float, default=None)
+    generate.add_argument("--top-k", type=int, default=None)
+    generate.add_argument("--top-p", type=float, default=None)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.set_defaults(handler=command_generate)
+
+    evaluate = commands.add_parser(
+        "eval", help="evaluate a model on a recipe's validation data",
+        description="TARGET is a recipe (evaluates its training.output_dir, or model.name_or_path) or a model "
+        "folder (evaluated on the data of the recipe.yaml saved with it). Overrides change the data, e.g. "
+        "data.validation_file=dev.jsonl.",
+    )
+    evaluate.add_argument("target", help="recipe file/name or model folder")
+    evaluate.add_argument("overrides", nargs="*", metavar="section.key=value")
+    evaluate.set_defaults(handler=command_eval)
+
+    tokenizer = commands.add_parser("tokenizer", help="tokenizer tools")
+    tokenizer_commands = tokenizer.add_subparsers(dest="tokenizer_command", required=True, metavar="COMMAND")
+    tokenizer_train = tokenizer_commands.add_parser("train", help="train a byte-level BPE tokenizer")
+    tokenizer_train.add_argument("recipe", nargs="?", help="recipe whose training data to use")
+    tokenizer_train.add_argument("overrides", nargs="*", metavar="section.key=value")
+    tokenizer_train.add_argument("--files", nargs="+", help="text/jsonl/csv/parquet files instead of a recipe")
+    tokenizer_train.add_argument("--text-column", default="text")
+    tokenizer_train.add_argument("--vocab-size", type=int, default=8192)
+    tokenizer_train.add_argument("--min-frequency", type=int, default=2)
+    tokenizer_train.add_argument("--output", required=True, help="folder to save the tokenizer to")
+    tokenizer_train.set_defaults(handler=command_tokenizer_train)
+
+    recipes = commands.add_parser("recipes", help="list the bundled recipes")
+    recipes.set_defaults(handler=command_recipes)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from .recipes import RecipeError
+
+    try:
+        return args.handler(args)
+    except RecipeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Byte-level BPE tokenizers trained with `tokenizers`, saved as `PreTrainedTokenizerFast`.
+
+Special tokens have fixed ids that match HfLlmConfig's defaults: <pad>=0, <s>=1, </s>=2, <unk>=3, then
+the chat tokens <|im_start|>=4 and <|im_end|>=5 (reserved for dialogue, ChatML style).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+CHAT_TOKENS = ["<|im_start|>", "<|im_end|>"]
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 8192, min_frequency: int = 2) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE (GPT-2's pre-tokenisation and byte alphabet) on `texts`."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS.values()) + CHAT_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, additional_special_tokens=CHAT_TOKENS, clean_up_tokenization_spaces=False,
+        **SPECIAL_TOKENS,
+    )
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerFast:
+    return AutoTokenizer.from_pretrained(name_or_path)
+
+
+def special_token_ids(tokenizer) -> dict[str, int]:
+    """The config fields that come from the tokenizer (pad falls back to eos, bos to eos)."""
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos
+    if eos is None:
+        raise ValueError("The tokenizer has no eos_token; set one (e.g. tokenizer.eos_token='</s>').")
+    return {"pad_token_id": pad, "bos_token_id": bos, "eos_token_id": eos}
+
+
+def batched_texts(dataset, column: str, limit: int | None = None, batch_size: int = 1000) -> Iterator[list[str]]:
+    """Batches of texts from a datasets split for tokenizer training."""
+    total = len(dataset) if limit is None else min(limit, len(dataset))
+    for start in range(0, total, batch_size):
+        yield dataset[start : min(start + batch_size, total)][column]

@@ -1,0 +1,231 @@
+"""`hf-llm train`: run a recipe with transformers' Trainer.
+
+Order matters for safety: the recipe, the data, the tokenizer and the model are all checked before the
+first byte is written, so a bad input never touches an existing `output_dir`; a folder that already holds
+a run is only continued (`training.resume_from_checkpoint=true`) or replaced on request (`--overwrite`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import pathlib
+import shutil
+import tempfile
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, GenerationConfig, Trainer, TrainingArguments, default_data_collator
+from transformers.trainer_utils import get_last_checkpoint, set_seed
+
+from .data import load_raw, require_columns, tokenize_for_causal_lm
+from .recipes import Recipe, RecipeError, build_config, dump_recipe, generation_fields
+from .tokenizer import batched_texts, load_tokenizer, special_token_ids, train_tokenizer
+
+logger = logging.getLogger("hf_llm")
+
+TRAINING_DEFAULTS = dict(report_to="none", logging_steps=10, save_total_limit=2, per_device_train_batch_size=8,
+                         per_device_eval_batch_size=8, dataloader_pin_memory=torch.cuda.is_available())
+
+
+def prepare_output_dir(training: dict, overwrite: bool) -> str | None:
+    """Check `output_dir` before anything is written; return the checkpoint to resume from, if any."""
+    output_dir = pathlib.Path(training["output_dir"])
+    resume = training.get("resume_from_checkpoint")
+    if resume:
+        if resume is True or resume == "true":
+            last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+            if last is None:
+                raise RecipeError(f"training.resume_from_checkpoint=true but {output_dir} holds no checkpoint-* folder.")
+            return last
+        if not os.path.isdir(resume):
+            raise RecipeError(f"training.resume_from_checkpoint: checkpoint folder not found: {resume}")
+        return resume
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+        raise RecipeError(
+            f"training.output_dir={output_dir} already holds a run. Continue it with "
+            "training.resume_from_checkpoint=true, choose another training.output_dir, or pass --overwrite."
+        )
+    return None
+
+
+def training_arguments(recipe: Recipe, **task_defaults) -> TrainingArguments:
+    fields = {**TRAINING_DEFAULTS, **task_defaults, **recipe.training}
+    fields.pop("resume_from_checkpoint", None)
+    try:
+        return TrainingArguments(**fields)
+    except (ValueError, TypeError) as error:
+        raise RecipeError(f"training: {error}") from None
+
+
+def get_tokenizer(recipe: Recipe, train_split, text_columns: list[str]):
+    """The recipe's tokenizer, or a byte-level BPE trained on the training text."""
+    if recipe.tokenizer.name_or_path is not None:
+        try:
+            return load_tokenizer(recipe.tokenizer.name_or_path)
+        except (OSError, ValueError) as error:
+            raise RecipeError(f"tokenizer.name_or_path: cannot load {recipe.tokenizer.name_or_path}: {error}") from None
+    if recipe.model.name_or_path is not None and os.path.isfile(os.path.join(recipe.model.name_or_path, "tokenizer.json")):
+        return load_tokenizer(recipe.model.name_or_path)
+    limit = recipe.tokenizer.max_training_documents
+
+    def texts():
+        for column in text_columns:
+            for batch in batched_texts(train_split, column, limit):
+                yield [t for t in batch if isinstance(t, str)]
+
+    logger.info("Training a byte-level BPE tokenizer (vocab %d)", recipe.tokenizer.vocab_size)
+    return train_tokenizer(texts(), recipe.tokenizer.vocab_size, recipe.tokenizer.min_frequency)
+
+
+def build_model(recipe: Recipe, tokenizer, auto_class=AutoModelForCausalLM, **config_fields):
+    """A fresh model of the recipe's architecture sized to the tokenizer, or `model.name_or_path`."""
+    special = special_token_ids(tokenizer)
+    if recipe.model.name_or_path is not None:
+        try:
+            model = auto_class.from_pretrained(recipe.model.name_or_path, **config_fields)
+        except (OSError, ValueError) as error:
+            raise RecipeError(f"model.name_or_path: cannot load {recipe.model.name_or_path}: {error}") from None
+        if model.config.vocab_size < len(tokenizer):
+            raise RecipeError(
+                f"The tokenizer has {len(tokenizer)} tokens but the model {recipe.model.name_or_path} only "
+                f"{model.config.vocab_size}; use the tokenizer saved with the model."
+            )
+        return model
+    try:
+        config = build_config(recipe, vocab_size=len(tokenizer), special=special)
+        for key, value in config_fields.items():
+            setattr(config, key, value)
+        config.validate()
+    except ValueError as error:
+        raise RecipeError(f"model: {error}") from None
+    return auto_class.from_config(config)
+
+
+def check_lengths(model, length: int, key: str) -> None:
+    """Families with learned positions (CNN) cannot see beyond max_position_embeddings."""
+    config = model.config
+    uses_learned_positions = "cnn" in config.used_backbones()
+    if uses_learned_positions and length > config.max_position_embeddings:
+        raise RecipeError(
+            f"{key}={length} exceeds the model's max_position_embeddings={config.max_position_embeddings} "
+            "(the convolutional family has learned positions); lower it or raise model.max_position_embeddings."
+        )
+
+
+def set_generation_config(model, recipe: Recipe, tokenizer) -> None:
+    special = special_token_ids(tokenizer)
+    model.generation_config = GenerationConfig(
+        **generation_fields(recipe.generation), **special,
+        decoder_start_token_id=getattr(model.config, "decoder_start_token_id", None),
+    )
+
+
+def save_final(trainer: Trainer, tokenizer, recipe: Recipe, output_dir: str) -> None:
+    """Model + tokenizer + generation config + recipe, written beside each other and moved in at the end,
+    so an interrupted save never leaves a half-written model in `output_dir`."""
+    staging = tempfile.mkdtemp(prefix=".final-", dir=output_dir)
+    try:
+        trainer.model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        dump_recipe(recipe, os.path.join(staging, "recipe.yaml"))
+        for name in os.listdir(staging):
+            os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def save_loss_curve(log_history: list[dict], path: str) -> str | None:
+    """Training and evaluation loss against steps, as a PNG (needs matplotlib: `pip install hf_llm[plot]`)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib is not installed: no loss curve (pip install 'hf_llm[plot]').")
+        return None
+    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
+    evaluation = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and "step" in e]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    if train:
+        axis.plot(*zip(*train), label="training loss")
+    if evaluation:
+        axis.plot(*zip(*evaluation), "o-", label="validation loss")
+    axis.set_xlabel("step")
+    axis.set_ylabel("loss")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(loss) if loss < 50 else float("inf")
+
+
+@torch.no_grad()
+def sample(model, tokenizer, recipe: Recipe) -> list[str]:
+    """Generate from each of the recipe's prompts with the saved generation config."""
+    model.eval()
+    torch.manual_seed(recipe.generation.seed)
+    texts = []
+    for prompt in recipe.generation.prompts:
+        inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
+        output = model.generate(**inputs)
+        new = output[0] if model.config.is_encoder_decoder else output[0, inputs["input_ids"].shape[1] :]
+        continuation = tokenizer.decode(new, skip_special_tokens=True)
+        texts.append(continuation if model.config.is_encoder_decoder else prompt + continuation)
+    return texts
+
+
+def run(recipe: Recipe, overwrite: bool = False) -> dict[str, Any]:
+    """Train as the recipe says; return the final metrics."""
+    if recipe.task != "causal_lm":
+        from .tasks import run_task
+
+        return run_task(recipe, overwrite)
+    return run_causal_lm(recipe, overwrite)
+
+
+def run_causal_lm(recipe: Recipe, overwrite: bool = False) -> dict[str, Any]:
+    data = recipe.data
+    resume = prepare_output_dir(recipe.training, overwrite)
+    seed = recipe.training.get("seed", 42)
+    set_seed(seed)
+
+    raw = load_raw(data, seed)
+    require_columns(raw, [data.text_column], {data.text_column: "data.text_column"})
+    tokenizer = get_tokenizer(recipe, raw["train"], [data.text_column])
+    model = build_model(recipe, tokenizer)
+    check_lengths(model, data.block_size, "data.block_size")
+    set_generation_config(model, recipe, tokenizer)
+    blocks = tokenize_for_causal_lm(raw, tokenizer, data)
+    args = training_arguments(recipe)
+
+    trainer = Trainer(
+        model=model, args=args, train_dataset=blocks["train"], eval_dataset=blocks["validation"],
+        data_collator=default_data_collator, processing_class=tokenizer,
+    )
+    os.makedirs(args.output_dir, exist_ok=True)
+    dump_recipe(recipe, os.path.join(args.output_dir, "recipe.yaml"))
+    initial = trainer.evaluate() if resume is None else {}
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    metrics = trainer.evaluate()
+    metrics["perplexity"] = perplexity(metrics["eval_loss"])
+    if initial:
+        metrics["init_eval_loss"] = initial["eval_loss"]
+        metrics["init_perplexity"] = perplexity(initial["eval_loss"])
+    save_final(trainer, tokenizer, recipe, args.output_dir)
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_metrics("eval", metrics)
+    trainer.save_state()
+    save_loss_curve(trainer.state.log_history, os.path.join(args.output_dir, "loss_curve.png"))
+    samples = sample(model, tokenizer, recipe)
+    with open(os.path.join(args.output_dir, "samples.json"), "w") as f:
+        json.dump(samples, f, indent=2)
+    return {**train_result.metrics, **metrics, "samples": samples, "output_dir": args.output_dir}

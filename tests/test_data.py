@@ -1,0 +1,113 @@
+"""Data: file formats, validation carve-off, block slicing, document-aware packing, the embedded corpus."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from cases import LM_CASES
+from test_invariants import assert_logits_close, make_lm, random_ids
+
+from hf_llm import corpus
+from hf_llm.data import group_texts, load_raw, require_columns
+from hf_llm.recipes import DataArgs, RecipeError
+
+
+def write_rows(path, rows):
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif path.suffix == ".txt":
+        path.write_text("".join(r["text"] + "\n" for r in rows))
+    elif path.suffix == ".csv":
+        import csv
+
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    elif path.suffix == ".parquet":
+        import pandas as pd
+
+        pd.DataFrame(rows).to_parquet(path)
+    return str(path)
+
+
+ROWS = [{"text": f"document number {i} says hello"} for i in range(40)]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".txt", ".csv", ".parquet"])
+def test_local_files_of_every_format_load_with_a_carved_validation_split(tmp_path, suffix):
+    path = write_rows(tmp_path / f"train{suffix}", ROWS)
+    raw = load_raw(DataArgs(train_file=path, validation_split_percentage=10))
+    assert (len(raw["train"]), len(raw["validation"])) == (36, 4)
+    texts = set(raw["train"]["text"]) | set(raw["validation"]["text"])
+    assert texts == {r["text"] for r in ROWS}, "the split partitions the data"
+
+
+def test_a_given_validation_file_is_used_as_is(tmp_path):
+    train = write_rows(tmp_path / "train.jsonl", ROWS)
+    valid = write_rows(tmp_path / "valid.jsonl", ROWS[:3])
+    raw = load_raw(DataArgs(train_file=train, validation_file=valid))
+    assert len(raw["train"]) == 40 and raw["validation"]["text"] == [r["text"] for r in ROWS[:3]]
+
+
+def test_missing_column_and_empty_data_are_clear_errors(tmp_path):
+    raw = load_raw(DataArgs(train_file=write_rows(tmp_path / "t.jsonl", [{"body": "x y"}] * 10)))
+    with pytest.raises(RecipeError, match=r"The train data has no column 'text' \(set by data.text_column\); "
+                                          r"its columns are \['body'\]"):
+        require_columns(raw, ["text"], {"text": "data.text_column"})
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(RecipeError, match="empty|at least 2 examples|Cannot read"):
+        load_raw(DataArgs(train_file=str(empty)))
+    (tmp_path / "t.xml").write_text("<doc/>")
+    with pytest.raises(RecipeError, match="use a .txt, .jsonl/.json, .csv or .parquet file"):
+        load_raw(DataArgs(train_file=str(tmp_path / "t.xml")))
+
+
+def test_group_texts_slices_the_stream_into_full_blocks():
+    docs = {"input_ids": [[1, 2, 3, 9], [4, 5, 9], [6, 7, 8, 10, 11, 9]]}
+    blocks = group_texts(docs, block_size=4)
+    assert blocks["input_ids"] == [[1, 2, 3, 9], [4, 5, 9, 6], [7, 8, 10, 11]]  # remainder [9] dropped
+    assert blocks["labels"] == blocks["input_ids"]
+    assert "position_ids" not in blocks
+
+
+def test_packing_restarts_positions_at_each_document_and_masks_the_cross_document_label():
+    docs = {"input_ids": [[1, 2, 3, 9], [4, 5, 9], [6, 7, 8, 10, 11, 9]]}
+    blocks = group_texts(docs, block_size=4, packing=True)
+    assert blocks["position_ids"] == [[0, 1, 2, 3], [0, 1, 2, 0], [1, 2, 3, 4]]
+    assert blocks["labels"] == [[1, 2, 3, 9], [4, 5, 9, -100], [7, 8, 10, 11]]
+
+
+@pytest.mark.parametrize("case", LM_CASES)
+def test_nothing_crosses_a_packed_document_boundary(case):
+    """Two documents packed in one row give the logits each gives alone: no attention (Transformer),
+    no state (RNN) and no receptive field (CNN) crosses the boundary."""
+    model = make_lm(case)
+    first, second = random_ids(1, 5, seed=70)[0], random_ids(1, 7, seed=71)[0]
+    packed = torch.cat([first, second])[None]
+    positions = torch.cat([torch.arange(5), torch.arange(7)])[None]
+    with torch.no_grad():
+        together = model(packed, position_ids=positions).logits
+        alone_first = model(first[None]).logits
+        alone_second = model(second[None]).logits
+        unpacked = model(packed).logits  # without the boundary the second document sees the first
+    assert_logits_close(together[:, :5], alone_first)
+    assert_logits_close(together[:, 5:], alone_second)
+    assert not torch.allclose(unpacked[:, 5:], alone_second, atol=1e-3)
+
+
+def test_embedded_corpus_is_deduplicated_and_split_by_module():
+    splits = corpus.build()
+    train_modules = {d["module"] for d in splits["train"]}
+    valid_modules = {d["module"] for d in splits["validation"]}
+    assert not train_modules & valid_modules
+    texts = [d["text"] for split in splits.values() for d in split]
+    assert len(texts) == len(set(texts))
+    assert len(splits["train"]) > 1000 and len(splits["validation"]) > 100
+    assert all(len(t) >= corpus.MIN_CHARS for t in texts)
+    files = corpus.corpus_files()
+    with open(files["validation"]) as f:
+        assert sum(1 for _ in f) == len(splits["validation"])

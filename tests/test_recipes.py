@@ -1,0 +1,114 @@
+"""Recipes: every bundled recipe validates; every mistake is one clear error that names the key or path."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from hf_llm.recipes import RECIPES_DIR, RecipeError, load_recipe
+
+BUNDLED = sorted(RECIPES_DIR.glob("*.yaml"))
+
+
+def test_there_are_bundled_recipes():
+    assert {p.stem for p in BUNDLED} >= {"quickstart", "pretrain_small"}
+
+
+@pytest.mark.parametrize("path", BUNDLED, ids=lambda p: p.stem)
+def test_every_bundled_recipe_parses_and_validates(path):
+    recipe = load_recipe(str(path))
+    assert recipe.description, "every recipe says what it is (shown by `hf-llm recipes`)"
+    assert recipe.training["output_dir"] and recipe.training["max_steps"] > 0
+
+
+def test_the_required_keys_exist_and_overrides_use_them():
+    recipe = load_recipe("quickstart", [
+        "model.backbone=rnn", "model.preset=lstm_lm_small", "data.text_column=body", "data.block_size=64",
+        "training.output_dir=/tmp/x", "training.max_steps=7", "model.hidden_size=96",
+    ])
+    assert recipe.model.backbone == "rnn" and recipe.model.preset == "lstm_lm_small"
+    assert recipe.model.config["hidden_size"] == 96
+    assert (recipe.data.text_column, recipe.data.block_size) == ("body", 64)
+    assert recipe.training["max_steps"] == 7 and recipe.training["output_dir"] == "/tmp/x"
+    for key in ("name_or_path", "encoder_backbone", "decoder_backbone"):
+        assert hasattr(recipe.model, key)
+    for key in ("train_file", "validation_file", "dataset_name"):
+        assert hasattr(recipe.data, key)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["modle.backbone=rnn"], r"Unknown section 'modle'"),
+        (["model.hiden_size=3"], r"Unknown key 'model.hiden_size'"),
+        (["training.max_step=3"], r"Unknown key 'training.max_step'"),
+        (["data.block_size=big"], r"'data.block_size' must be int, got 'big'"),
+        (["training.max_steps=ten"], r"'training.max_steps' must be int, got 'ten'"),
+        (["training.learning_rate=fast"], r"'training.learning_rate' must be float"),
+        (["data.packing=maybe"], r"'data.packing' must be bool"),
+        (["data.train_file=/no/such/file.jsonl"], r"data.train_file: file not found: /no/such/file.jsonl"),
+        (["data.validation_file=missing.csv"], r"data.validation_file: file not found: missing.csv"),
+        (["model.name_or_path=./no/such/model"], r"model.name_or_path: folder not found: ./no/such/model"),
+        (["model.preset=lstm_huge"], r"model.preset: unknown preset 'lstm_huge'"),
+        (["model.backbone=lstm"], r"model: backbone='lstm' is not a backbone"),
+        (["model.rnn_cell=rnn"], r"rnn_cell='rnn' is not supported"),
+        (["data.block_size=0"], r"data.block_size must be a positive integer"),
+        (["training.eval_strategy=sometimes"], r"'training.eval_strategy' must be"),
+        (["blocksize=3"], r"must look like section.key=value"),
+    ],
+)
+def test_bad_recipes_fail_with_a_message_naming_the_problem(overrides, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe("quickstart", overrides)
+
+
+def test_bad_files_fail_clearly(tmp_path):
+    with pytest.raises(RecipeError, match="Recipe file not found: nope.yaml"):
+        load_recipe("nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model: [unclosed\n")
+    with pytest.raises(RecipeError, match="is not valid YAML"):
+        load_recipe(str(broken))
+    odd = tmp_path / "odd.yaml"
+    odd.write_text(yaml.safe_dump({"model": {"backbone": "rnn"}, "optimizer": {"lr": 1}}))
+    with pytest.raises(RecipeError, match="Unknown section 'optimizer'"):
+        load_recipe(str(odd))
+    task = tmp_path / "task.yaml"
+    task.write_text(yaml.safe_dump({"task": "poetry"}))
+    with pytest.raises(RecipeError, match="Unknown task 'poetry'"):
+        load_recipe(str(task))
+
+
+def test_the_cli_reports_errors_in_one_line_with_exit_status_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "hf_llm.cli", "train", "quickstart", "training.max_step=3"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: Unknown key 'training.max_step'")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists(), "nothing is written for a bad recipe"
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["generate"], ["eval"], ["tokenizer"], ["tokenizer", "train"], ["recipes"]])
+def test_help_everywhere(command, capsys):
+    from hf_llm.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: hf-llm")
+
+
+def test_recipes_command_lists_each_bundled_recipe(capsys):
+    from hf_llm.cli import main
+
+    assert main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    for path in BUNDLED:
+        line = next(line for line in out.splitlines() if line.startswith(path.stem))
+        assert len(line.split(None, 1)) == 2, f"{path.stem} has a description"
