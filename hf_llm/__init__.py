@@ -1,6 +1,7 @@
 """hf_llm: recurrent, convolutional and Transformer language models as Hugging Face citizens.
 
-`import hf_llm` registers model_type "hf_llm" with the Auto classes; nothing else happens at import.
+`import hf_llm` registers model_type "hf_llm" with the Auto classes and the seq2seq pipelines that
+transformers 5.x removed; nothing else happens at import.
 """
 
 from transformers import (
@@ -35,6 +36,10 @@ for _auto, _model in (
     # save_pretrained copies the exported folder's code into the checkpoint for trust_remote_code loads.
     _model.register_for_auto_class(_auto.__name__)
 HfLlmConfig.register_for_auto_class("AutoConfig")
+
+from .pipelines import register_pipelines  # noqa: E402
+
+register_pipelines()  # "translation", "summarization", "text2text-generation" (removed in transformers 5.x)
 
 __all__ = [
     "PRESETS",

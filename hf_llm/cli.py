@@ -1,4 +1,4 @@
-"""The `hf-llm` command line: train, generate, eval, tokenizer, recipes.
+"""The `hf-llm` command line: train, generate, chat, eval, tokenizer, recipes.
 
 A problem the user can fix (a bad recipe key, a missing file, a dataset without its column, ...) is
 printed as one line starting with "error:" and exits with status 2; no traceback.
@@ -72,7 +72,15 @@ def command_generate(args) -> int:
     if args.do_sample is not None:
         kwargs["do_sample"] = args.do_sample
     torch.manual_seed(args.seed)
-    inputs = tokenizer(args.prompt, return_tensors="pt", add_special_tokens=model.config.is_encoder_decoder)
+    if model.config.is_encoder_decoder:  # sources are encoded as in training: task prefix, text, EOS
+        from .pipelines import encode_sources
+
+        params = getattr(model.config, "task_specific_params", None) or {}
+        prefix = next((p.get("prefix", "") for p in params.values() if isinstance(p, dict)), "")
+        ids = torch.tensor(encode_sources(tokenizer, [args.prompt], prefix))
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    else:
+        inputs = tokenizer(args.prompt, return_tensors="pt", add_special_tokens=False)
     try:
         with torch.no_grad():
             output = model.generate(**inputs, **kwargs)
@@ -84,10 +92,44 @@ def command_generate(args) -> int:
     return 0
 
 
+def command_chat(args) -> int:
+    """An interactive conversation in the terminal; /reset starts over, /exit or end of input quits."""
+    from .tasks.dialogue import ensure_chat_template, reply
+
+    model, tokenizer = load_model_and_tokenizer(args.model_dir)
+    ensure_chat_template(tokenizer)
+    kwargs = {"max_new_tokens": args.max_new_tokens}
+    if args.do_sample is not None:
+        kwargs["do_sample"] = args.do_sample
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    interactive = sys.stdin.isatty()
+    print("Chatting with", args.model_dir, "- /reset to start over, /exit to quit.")
+    while True:
+        try:
+            line = input("you> " if interactive else "")
+        except EOFError:
+            break
+        if line.strip() in ("/exit", "/quit"):
+            break
+        if line.strip() == "/reset":
+            messages = messages[:1] if args.system else []
+            continue
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line})
+        answer = reply(model, tokenizer, messages, **kwargs)
+        messages.append({"role": "assistant", "content": answer})
+        print(f"assistant> {answer}", flush=True)
+    return 0
+
+
 def command_eval(args) -> int:
+    import contextlib
+
     from .evaluation import evaluate_target
 
-    metrics = evaluate_target(args.target, args.overrides)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON only; the Trainer's logs go to stderr
+        metrics = evaluate_target(args.target, args.overrides)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -154,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--top-p", type=float, default=None)
     generate.add_argument("--seed", type=int, default=0)
     generate.set_defaults(handler=command_generate)
+
+    chat = commands.add_parser("chat", help="talk to a dialogue model in the terminal")
+    chat.add_argument("model_dir", help="folder written by `hf-llm train` (a dialogue recipe)")
+    chat.add_argument("--system", default=None, help="a system message to start the conversation with")
+    chat.add_argument("--max-new-tokens", type=int, default=64)
+    chat.add_argument("--do-sample", action=argparse.BooleanOptionalAction, default=None)
+    chat.set_defaults(handler=command_chat)
 
     evaluate = commands.add_parser(
         "eval", help="evaluate a model on a recipe's validation data",

@@ -104,6 +104,15 @@ def corpus_files() -> dict[str, str]:
     return {split: str(path) for split, path in files.items()}
 
 
+def load_splits() -> dict[str, list[dict]]:
+    """The cached corpus as lists of documents (built on first use)."""
+    splits = {}
+    for split, path in corpus_files().items():
+        with open(path, encoding="utf-8") as f:
+            splits[split] = [json.loads(line) for line in f]
+    return splits
+
+
 def describe() -> dict:
     """Sizes of the embedded corpus (documents and characters per split)."""
     splits = build()

@@ -33,6 +33,13 @@ from .modeling.configuration_hf_llm import HfLlmConfig
 
 RECIPES_DIR = pathlib.Path(__file__).resolve().parent.parent / "recipes"
 TASKS = ("causal_lm", "translation", "summarization", "dialogue", "classification")
+DEFAULT_DATASETS = {
+    "causal_lm": "hf_llm:python_docs",
+    "translation": "hf_llm:demo_translation",
+    "summarization": "hf_llm:demo_summarization",
+    "dialogue": "hf_llm:demo_dialogue",
+    "classification": "hf_llm:demo_sentiment",
+}
 
 
 class RecipeError(ValueError):
@@ -48,6 +55,8 @@ class ModelArgs:
     backbone: str | None = None
     encoder_backbone: str | None = None
     decoder_backbone: str | None = None
+    # A seq2seq task started from a causal-LM checkpoint (name_or_path): which sides take its weights.
+    warm_start: str = "both"  # both | encoder | decoder
     config: dict[str, Any] = field(default_factory=dict)  # the HfLlmConfig fields given in the section
 
 
@@ -65,7 +74,7 @@ class DataArgs:
     dataset_config: str | None = None
     train_file: str | None = None
     validation_file: str | None = None
-    text_column: str = "text"
+    text_column: str | None = None  # default: "text" ("document" for summarization)
     block_size: int = 256
     packing: bool = False  # keep document boundaries inside blocks (no attention / state / receptive field across)
     validation_split_percentage: float = 5.0
@@ -88,7 +97,7 @@ class DataArgs:
 class GenerationArgs:
     prompts: list[str] = field(default_factory=lambda: ["Return the"])
     max_new_tokens: int = 40
-    do_sample: bool = True
+    do_sample: bool | None = None  # default: sample for causal_lm / dialogue, greedy or beam for the others
     temperature: float = 0.8
     top_k: int = 50
     top_p: float = 0.95
@@ -96,10 +105,11 @@ class GenerationArgs:
     seed: int = 0
 
 
-def generation_fields(g: GenerationArgs) -> dict:
+def generation_fields(g: GenerationArgs, task: str = "causal_lm") -> dict:
     """GenerationConfig fields of the generation section (sampling knobs only when sampling)."""
-    fields = dict(max_new_tokens=g.max_new_tokens, do_sample=g.do_sample, num_beams=g.num_beams)
-    if g.do_sample:
+    do_sample = g.do_sample if g.do_sample is not None else task in ("causal_lm", "dialogue")
+    fields = dict(max_new_tokens=g.max_new_tokens, do_sample=do_sample, num_beams=g.num_beams)
+    if do_sample:
         fields.update(temperature=g.temperature, top_k=g.top_k, top_p=g.top_p)
     return fields
 
@@ -189,11 +199,17 @@ def config_field_types() -> dict[str, Any]:
     }
 
 
-def training_field_types() -> dict[str, Any]:
-    from transformers import TrainingArguments
+def arguments_class(task: str):
+    """TrainingArguments, or Seq2SeqTrainingArguments (generation during evaluation) for generative tasks."""
+    from transformers import Seq2SeqTrainingArguments, TrainingArguments
 
-    hints = typing.get_type_hints(TrainingArguments)
-    fields = {f.name: hints.get(f.name, Any) for f in dataclasses.fields(TrainingArguments) if f.init}
+    return Seq2SeqTrainingArguments if task in ("translation", "summarization", "dialogue") else TrainingArguments
+
+
+def training_field_types(task: str = "causal_lm") -> dict[str, Any]:
+    cls = arguments_class(task)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
     fields["resume_from_checkpoint"] = str | bool | None  # true: the last checkpoint in output_dir
     return fields
 
@@ -281,7 +297,7 @@ def load_recipe(name_or_path: str | None, overrides: list[str] | None = None, ra
             check_section(name, values, hints)
             sections[name] = cls(**values)
     training = dict(raw.get("training") or {})
-    check_section("training", training, training_field_types())
+    check_section("training", training, training_field_types(task))
     if not training.get("output_dir"):
         training["output_dir"] = str(pathlib.Path("runs") / (path.stem if path else "run"))
 
@@ -312,8 +328,10 @@ def validate_inputs(recipe: Recipe) -> None:
         path = getattr(data, key)
         if path is not None and not os.path.isfile(os.path.expanduser(path)):
             raise RecipeError(f"data.{key}: file not found: {path}")
+    if data.text_column is None:
+        data.text_column = "document" if recipe.task == "summarization" else "text"
     if data.train_file is None and data.dataset_name is None:
-        data.dataset_name = "hf_llm:python_docs"  # the embedded default corpus
+        data.dataset_name = DEFAULT_DATASETS[recipe.task]  # bundled data: every task runs offline
     for section, args in (("model", model), ("tokenizer", tokenizer)):
         if args.name_or_path is not None:
             check_pretrained_path(f"{section}.name_or_path", args.name_or_path)
@@ -324,6 +342,8 @@ def validate_inputs(recipe: Recipe) -> None:
         raise RecipeError(f"data.validation_split_percentage must be in (0, 100), got {data.validation_split_percentage}.")
     if tokenizer.vocab_size < 300 and tokenizer.name_or_path is None:
         raise RecipeError(f"tokenizer.vocab_size must be at least 300 for a byte-level BPE, got {tokenizer.vocab_size}.")
+    if model.warm_start not in ("both", "encoder", "decoder"):
+        raise RecipeError(f"model.warm_start must be 'both', 'encoder' or 'decoder', got {model.warm_start!r}.")
     if model.preset is not None:
         from .presets import PRESETS
 
@@ -334,14 +354,14 @@ def validate_inputs(recipe: Recipe) -> None:
             build_config(recipe, vocab_size=max(tokenizer.vocab_size, 300))  # validates the architecture fields
         except ValueError as error:
             raise RecipeError(f"model: {error}") from None
-    from transformers import GenerationConfig, TrainingArguments
+    from transformers import GenerationConfig
 
     try:
-        GenerationConfig(**generation_fields(recipe.generation)).validate(strict=True)
+        GenerationConfig(**generation_fields(recipe.generation, recipe.task)).validate(strict=True)
     except ValueError as error:
         raise RecipeError(f"generation: {error}") from None
     try:  # TrainingArguments checks its own combinations (eval/save strategies, ...); nothing is written
-        TrainingArguments(**{k: v for k, v in recipe.training.items() if k != "resume_from_checkpoint"})
+        arguments_class(recipe.task)(**{k: v for k, v in recipe.training.items() if k != "resume_from_checkpoint"})
     except (ValueError, TypeError) as error:
         raise RecipeError(f"training: {error}") from None
 

@@ -17,12 +17,12 @@ import tempfile
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, GenerationConfig, Trainer, TrainingArguments, default_data_collator
+from transformers import AutoModelForCausalLM, GenerationConfig, Trainer, TrainingArguments, default_data_collator  # noqa: F401
 from transformers.trainer_utils import get_last_checkpoint, set_seed
 
 from .data import load_raw, require_columns, tokenize_for_causal_lm
-from .recipes import Recipe, RecipeError, build_config, dump_recipe, generation_fields
-from .tokenizer import batched_texts, load_tokenizer, special_token_ids, train_tokenizer
+from .recipes import Recipe, RecipeError, arguments_class, build_config, dump_recipe, generation_fields
+from .tokenizer import load_tokenizer, special_token_ids, train_tokenizer
 
 logger = logging.getLogger("hf_llm")
 
@@ -55,13 +55,14 @@ def training_arguments(recipe: Recipe, **task_defaults) -> TrainingArguments:
     fields = {**TRAINING_DEFAULTS, **task_defaults, **recipe.training}
     fields.pop("resume_from_checkpoint", None)
     try:
-        return TrainingArguments(**fields)
+        return arguments_class(recipe.task)(**fields)
     except (ValueError, TypeError) as error:
         raise RecipeError(f"training: {error}") from None
 
 
-def get_tokenizer(recipe: Recipe, train_split, text_columns: list[str]):
-    """The recipe's tokenizer, or a byte-level BPE trained on the training text."""
+def get_tokenizer(recipe: Recipe, train_split, text_columns: list[str] | None = None, texts_of=None):
+    """The recipe's tokenizer, or a byte-level BPE trained on the training text (the given columns, or
+    `texts_of(batch) -> list[str]` for structured rows such as translation pairs or chats)."""
     if recipe.tokenizer.name_or_path is not None:
         try:
             return load_tokenizer(recipe.tokenizer.name_or_path)
@@ -72,9 +73,13 @@ def get_tokenizer(recipe: Recipe, train_split, text_columns: list[str]):
     limit = recipe.tokenizer.max_training_documents
 
     def texts():
-        for column in text_columns:
-            for batch in batched_texts(train_split, column, limit):
-                yield [t for t in batch if isinstance(t, str)]
+        total = len(train_split) if limit is None else min(limit, len(train_split))
+        for start in range(0, total, 1000):
+            batch = train_split[start : min(start + 1000, total)]
+            if texts_of is not None:
+                yield texts_of(batch)
+            for column in text_columns or []:
+                yield [t for t in batch[column] if isinstance(t, str)]
 
     logger.info("Training a byte-level BPE tokenizer (vocab %d)", recipe.tokenizer.vocab_size)
     return train_tokenizer(texts(), recipe.tokenizer.vocab_size, recipe.tokenizer.min_frequency)
@@ -118,14 +123,17 @@ def check_lengths(model, length: int, key: str) -> None:
 def set_generation_config(model, recipe: Recipe, tokenizer) -> None:
     special = special_token_ids(tokenizer)
     model.generation_config = GenerationConfig(
-        **generation_fields(recipe.generation), **special,
+        **generation_fields(recipe.generation, recipe.task), **special,
         decoder_start_token_id=getattr(model.config, "decoder_start_token_id", None),
     )
 
 
-def save_final(trainer: Trainer, tokenizer, recipe: Recipe, output_dir: str) -> None:
+def save_final(trainer: Trainer, tokenizer, recipe: Recipe, output_dir: str, generation_config=None) -> None:
     """Model + tokenizer + generation config + recipe, written beside each other and moved in at the end,
-    so an interrupted save never leaves a half-written model in `output_dir`."""
+    so an interrupted save never leaves a half-written model in `output_dir`. `generation_config` restores
+    the one set before training (evaluation with generation writes its own settings into the model's)."""
+    if generation_config is not None:
+        trainer.model.generation_config = generation_config
     staging = tempfile.mkdtemp(prefix=".final-", dir=output_dir)
     try:
         trainer.model.save_pretrained(staging)
@@ -175,7 +183,13 @@ def sample(model, tokenizer, recipe: Recipe) -> list[str]:
     torch.manual_seed(recipe.generation.seed)
     texts = []
     for prompt in recipe.generation.prompts:
-        inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
+        if model.config.is_encoder_decoder:
+            from .pipelines import encode_sources
+
+            ids = torch.tensor(encode_sources(tokenizer, [prompt], recipe.data.source_prefix or ""), device=model.device)
+            inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        else:
+            inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
         output = model.generate(**inputs)
         new = output[0] if model.config.is_encoder_decoder else output[0, inputs["input_ids"].shape[1] :]
         continuation = tokenizer.decode(new, skip_special_tokens=True)

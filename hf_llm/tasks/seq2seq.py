@@ -1,0 +1,157 @@
+"""Translation and summarization with `Seq2SeqTrainer`, scored on generated text.
+
+- Translation: rows `{"translation": {src: ..., tgt: ...}}` with `data.source_lang` / `data.target_lang`,
+  or plain `source` / `target` columns; optional `data.source_prefix`; sacreBLEU and chrF (+ signatures).
+- Summarization: `data.text_column` (default `document`) -> `data.summary_column` (default `summary`);
+  ROUGE-1/2/L/Lsum.
+Sources and targets are truncated to `data.max_source_length` / `data.max_target_length` and end with EOS.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import numpy as np
+from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer
+from transformers.trainer_utils import set_seed
+
+from ..data import column_names, load_raw, require_columns
+from ..pipelines import encode_sources
+from ..recipes import Recipe, RecipeError
+from ..train import (
+    check_lengths,
+    get_tokenizer,
+    perplexity,
+    prepare_output_dir,
+    save_final,
+    save_loss_curve,
+    set_generation_config,
+    training_arguments,
+)
+from .metrics import summarization_metrics, translation_metrics
+from .warm_start import build_seq2seq
+
+
+def pair_extractor(recipe: Recipe, raw) -> tuple:
+    """Check the data's columns and return `pairs(batch) -> (sources, targets)`."""
+    data = recipe.data
+    columns = column_names(raw["train"])
+    if recipe.task == "summarization":
+        require_columns(raw, [data.text_column, data.summary_column],
+                        {data.text_column: "data.text_column", data.summary_column: "data.summary_column"})
+        return lambda batch: (batch[data.text_column], batch[data.summary_column])
+    if "translation" in columns:
+        if data.source_lang is None or data.target_lang is None:
+            raise RecipeError("Translation rows {'translation': {lang: text}} need data.source_lang and data.target_lang.")
+        languages = sorted(raw["train"][0]["translation"])
+        for key in ("source_lang", "target_lang"):
+            if getattr(data, key) not in languages:
+                raise RecipeError(f"data.{key}={getattr(data, key)!r} is not a language of the translation pairs; "
+                                  f"they hold {languages}.")
+        if data.source_lang == data.target_lang:
+            raise RecipeError(f"data.source_lang and data.target_lang are both {data.source_lang!r}; pick a pair.")
+        source, target = data.source_lang, data.target_lang
+        return lambda batch: ([p[source] for p in batch["translation"]], [p[target] for p in batch["translation"]])
+    if "source" in columns and "target" in columns:
+        return lambda batch: (batch["source"], batch["target"])
+    raise RecipeError(f"Translation data needs a 'translation' column (with data.source_lang / data.target_lang) or "
+                      f"'source' and 'target' columns; the data has {columns}.")
+
+
+def tokenize_pairs(raw, pairs, tokenizer, recipe: Recipe):
+    data = recipe.data
+    prefix = data.source_prefix or ""
+
+    def preprocess(batch):
+        sources, targets = pairs(batch)
+        inputs = encode_sources(tokenizer, sources, prefix, data.max_source_length)
+        return {"input_ids": inputs, "attention_mask": [[1] * len(x) for x in inputs],
+                "labels": encode_sources(tokenizer, targets, "", data.max_target_length)}
+
+    return raw.map(preprocess, batched=True, remove_columns=column_names(raw["train"]), desc="Tokenising pairs")
+
+
+def make_compute_metrics(recipe: Recipe, tokenizer, num_examples: int):
+    pad = tokenizer.pad_token_id
+    score = translation_metrics if recipe.task == "translation" else summarization_metrics
+
+    def compute(eval_prediction):
+        predictions, labels = eval_prediction.predictions, eval_prediction.label_ids
+        if isinstance(predictions, tuple):
+            predictions = predictions[0]
+        # Distributed evaluation can pad the last batch with duplicates: count each example once.
+        predictions, labels = predictions[:num_examples], labels[:num_examples]
+        predictions = np.where(predictions != -100, predictions, pad)
+        labels = np.where(labels != -100, labels, pad)
+        decoded = [t.strip() for t in tokenizer.batch_decode(predictions, skip_special_tokens=True)]
+        references = [t.strip() for t in tokenizer.batch_decode(labels, skip_special_tokens=True)]
+        metrics = score(decoded, references)
+        metrics["gen_len"] = float(np.mean([np.count_nonzero(p != pad) for p in predictions]))
+        return metrics
+
+    return compute
+
+
+def make_trainer(recipe: Recipe, model, tokenizer, tokenized, **argument_overrides) -> Seq2SeqTrainer:
+    # Generation length comes from the model's generation config (max_new_tokens = max_target_length).
+    args = training_arguments(
+        recipe, predict_with_generate=True, generation_num_beams=recipe.generation.num_beams, **argument_overrides,
+    )
+    return Seq2SeqTrainer(
+        model=model, args=args, train_dataset=tokenized.get("train"), eval_dataset=tokenized["validation"],
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model), processing_class=tokenizer,
+        compute_metrics=make_compute_metrics(recipe, tokenizer, len(tokenized["validation"])),
+    )
+
+
+def run(recipe: Recipe, overwrite: bool = False) -> dict:
+    data = recipe.data
+    resume = prepare_output_dir(recipe.training, overwrite)
+    set_seed(recipe.training.get("seed", 42))
+    raw = load_raw(data, recipe.training.get("seed", 42))
+    pairs = pair_extractor(recipe, raw)
+    tokenizer = get_tokenizer(recipe, raw["train"], texts_of=lambda batch: [t for side in pairs(batch) for t in side if t])
+    model, warm_report = build_seq2seq(recipe, tokenizer)
+    check_lengths(model, max(data.max_source_length, data.max_target_length), "data.max_source_length")
+    set_generation_config(model, recipe, tokenizer)
+    # Target length as max_length (decoder start + tokens): Seq2SeqTrainer fills max_length into the config
+    # during evaluation, which with max_new_tokens would warn at every batch.
+    model.generation_config.max_new_tokens = None
+    model.generation_config.max_length = data.max_target_length + 1
+    # Pipelines and `hf-llm generate` encode sources as training did, prefix included.
+    model.config.task_specific_params = {recipe.task: {"prefix": data.source_prefix or ""}}
+    intended_generation = copy.deepcopy(model.generation_config)
+    tokenized = tokenize_pairs(raw, pairs, tokenizer, recipe)
+    trainer = make_trainer(recipe, model, tokenizer, tokenized)
+    output_dir = trainer.args.output_dir
+    os.makedirs(output_dir, exist_ok=True)
+    if warm_report is not None:
+        with open(os.path.join(output_dir, "warm_start.json"), "w") as f:
+            json.dump(warm_report, f, indent=2)
+
+    initial = trainer.evaluate(metric_key_prefix="init_eval") if resume is None else {}
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    metrics = trainer.evaluate()
+    metrics["perplexity"] = perplexity(metrics["eval_loss"])
+    metrics.update(initial)
+    save_final(trainer, tokenizer, recipe, output_dir, intended_generation)
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_metrics("eval", metrics)
+    trainer.save_state()
+    save_loss_curve(trainer.state.log_history, os.path.join(output_dir, "loss_curve.png"))
+    return {**train_result.metrics, **metrics, "output_dir": output_dir, "warm_start": warm_report}
+
+
+def evaluate(recipe: Recipe, model, tokenizer) -> dict:
+    raw = load_raw(recipe.data, seed=0)
+    pairs = pair_extractor(recipe, raw)
+    tokenized = tokenize_pairs(raw, pairs, tokenizer, recipe)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        recipe.training = {**recipe.training, "output_dir": scratch}
+        metrics = make_trainer(recipe, model, tokenizer, tokenized).evaluate()
+    metrics["perplexity"] = perplexity(metrics["eval_loss"])
+    return metrics
