@@ -1,4 +1,4 @@
-"""The `hf-llm` command line: train, generate, chat, eval, tokenizer, recipes.
+"""The `hf-llm` command line: train, generate, chat, eval, push, tokenizer, recipes.
 
 A problem the user can fix (a bad recipe key, a missing file, a dataset without its column, ...) is
 printed as one line starting with "error:" and exits with status 2; no traceback.
@@ -159,6 +159,15 @@ def command_tokenizer_train(args) -> int:
     return 0
 
 
+def command_push(args) -> int:
+    from .hub import push
+
+    url = push(args.model_dir, args.repo_id, private=args.private, revision=args.revision,
+               commit_message=args.commit_message)
+    print(f"Pushed {args.model_dir} to {args.repo_id}: {url}")
+    return 0
+
+
 def command_recipes(args) -> int:
     import yaml
 
@@ -225,6 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     tokenizer_train.add_argument("--min-frequency", type=int, default=2)
     tokenizer_train.add_argument("--output", required=True, help="folder to save the tokenizer to")
     tokenizer_train.set_defaults(handler=command_tokenizer_train)
+
+    push = commands.add_parser(
+        "push", help="publish a trained model to a model hub",
+        description="Uploads weights (safetensors), config, modelling code, tokenizer, generation config and a "
+        "model card. Endpoint and token: huggingface_hub's settings (HF_ENDPOINT, HF_TOKEN, `hf auth login`).",
+    )
+    push.add_argument("model_dir", help="folder written by `hf-llm train`")
+    push.add_argument("repo_id", help="namespace/name of the repository (created if needed)")
+    push.add_argument("--private", action="store_true", help="create the repository as private")
+    push.add_argument("--revision", default=None, help="branch to push to (created if needed)")
+    push.add_argument("--commit-message", default=None)
+    push.set_defaults(handler=command_push)
 
     recipes = commands.add_parser("recipes", help="list the bundled recipes")
     recipes.set_defaults(handler=command_recipes)

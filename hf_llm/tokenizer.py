@@ -13,6 +13,18 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 CHAT_TOKENS = ["<|im_start|>", "<|im_end|>"]
+# ChatML-style; `{% generation %}` marks what assistant-only training learns (the reply and its <|im_end|>).
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['role'] == 'assistant' %}"
+    "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
+    "{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}"
+    "{{ '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 8192, min_frequency: int = 2) -> PreTrainedTokenizerFast:
@@ -28,10 +40,12 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 8192, min_frequency:
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(
+    fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, additional_special_tokens=CHAT_TOKENS, clean_up_tokenization_spaces=False,
         **SPECIAL_TOKENS,
     )
+    fast.chat_template = CHAT_TEMPLATE  # every hf_llm tokenizer can render chats (saved as chat_template.jinja)
+    return fast
 
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerFast:

@@ -17,7 +17,7 @@ import tempfile
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, GenerationConfig, Trainer, TrainingArguments, default_data_collator  # noqa: F401
+from transformers import AutoModelForCausalLM, GenerationConfig, Seq2SeqTrainer, Trainer, TrainingArguments, default_data_collator  # noqa: F401
 from transformers.trainer_utils import get_last_checkpoint, set_seed
 
 from .data import load_raw, require_columns, tokenize_for_causal_lm
@@ -172,6 +172,40 @@ def save_loss_curve(log_history: list[dict], path: str) -> str | None:
     return path
 
 
+class CardMixin:
+    """`Trainer.push_to_hub` writes transformers' own README.md before uploading; write hf_llm's card instead."""
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        from .cards import write_card
+
+        write_card(self.args.output_dir, self.hub_model_id, self.model)
+
+
+class HfLlmTrainer(CardMixin, Trainer):
+    pass
+
+
+class HfLlmSeq2SeqTrainer(CardMixin, Seq2SeqTrainer):
+    pass
+
+
+def finish_run(trainer: Trainer, tokenizer, recipe: Recipe, train_result, metrics: dict, generation_config=None) -> dict:
+    """Everything after the last evaluation: final model, metrics files, state, loss curve, model card, and —
+    with training.push_to_hub — the Trainer's own push (which uploads the card above)."""
+    from .cards import write_card
+
+    output_dir = trainer.args.output_dir
+    save_final(trainer, tokenizer, recipe, output_dir, generation_config)
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_metrics("eval", metrics)
+    trainer.save_state()
+    save_loss_curve(trainer.state.log_history, os.path.join(output_dir, "loss_curve.png"))
+    write_card(output_dir, trainer.hub_model_id, trainer.model)
+    if trainer.args.push_to_hub:
+        trainer.push_to_hub(commit_message="hf-llm: end of training")
+    return {**train_result.metrics, **metrics, "output_dir": output_dir}
+
+
 def perplexity(loss: float) -> float:
     return math.exp(loss) if loss < 50 else float("inf")
 
@@ -221,7 +255,7 @@ def run_causal_lm(recipe: Recipe, overwrite: bool = False) -> dict[str, Any]:
     blocks = tokenize_for_causal_lm(raw, tokenizer, data)
     args = training_arguments(recipe)
 
-    trainer = Trainer(
+    trainer = HfLlmTrainer(
         model=model, args=args, train_dataset=blocks["train"], eval_dataset=blocks["validation"],
         data_collator=default_data_collator, processing_class=tokenizer,
     )
@@ -234,12 +268,7 @@ def run_causal_lm(recipe: Recipe, overwrite: bool = False) -> dict[str, Any]:
     if initial:
         metrics["init_eval_loss"] = initial["eval_loss"]
         metrics["init_perplexity"] = perplexity(initial["eval_loss"])
-    save_final(trainer, tokenizer, recipe, args.output_dir)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_metrics("eval", metrics)
-    trainer.save_state()
-    save_loss_curve(trainer.state.log_history, os.path.join(args.output_dir, "loss_curve.png"))
     samples = sample(model, tokenizer, recipe)
     with open(os.path.join(args.output_dir, "samples.json"), "w") as f:
         json.dump(samples, f, indent=2)
-    return {**train_result.metrics, **metrics, "samples": samples, "output_dir": args.output_dir}
+    return {**finish_run(trainer, tokenizer, recipe, train_result, metrics), "samples": samples}

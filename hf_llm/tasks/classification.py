@@ -15,11 +15,11 @@ from transformers.trainer_utils import set_seed
 from ..data import load_raw, require_columns
 from ..recipes import Recipe, RecipeError
 from ..train import (
+    HfLlmTrainer,
     build_model,
+    finish_run,
     get_tokenizer,
     prepare_output_dir,
-    save_final,
-    save_loss_curve,
     training_arguments,
 )
 from .metrics import classification_metrics
@@ -71,7 +71,7 @@ def run(recipe: Recipe, overwrite: bool = False) -> dict:
                         id2label=id2label, label2id=label2id)
     tokenized = tokenize(raw, tokenizer, recipe, label2id)
     args = training_arguments(recipe)
-    trainer = Trainer(
+    trainer = HfLlmTrainer(
         model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
         data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
         compute_metrics=compute_metrics_for(len(tokenized["validation"])),
@@ -80,12 +80,7 @@ def run(recipe: Recipe, overwrite: bool = False) -> dict:
     initial = trainer.evaluate(metric_key_prefix="init_eval") if resume is None else {}
     train_result = trainer.train(resume_from_checkpoint=resume)
     metrics = {**trainer.evaluate(), **initial}
-    save_final(trainer, tokenizer, recipe, args.output_dir)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_metrics("eval", metrics)
-    trainer.save_state()
-    save_loss_curve(trainer.state.log_history, os.path.join(args.output_dir, "loss_curve.png"))
-    return {**train_result.metrics, **metrics, "output_dir": args.output_dir}
+    return finish_run(trainer, tokenizer, recipe, train_result, metrics)
 
 
 def evaluate(recipe: Recipe, model, tokenizer) -> dict:

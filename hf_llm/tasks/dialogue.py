@@ -17,31 +17,20 @@ from transformers.trainer_utils import set_seed
 
 from ..data import load_raw, require_columns
 from ..recipes import Recipe, RecipeError, build_config
-from ..tokenizer import CHAT_TOKENS, special_token_ids
+from ..tokenizer import CHAT_TEMPLATE, CHAT_TOKENS, special_token_ids
 from ..train import (
+    HfLlmSeq2SeqTrainer,
     build_model,
+    finish_run,
     get_tokenizer,
     perplexity,
     prepare_output_dir,
-    save_final,
-    save_loss_curve,
     set_generation_config,
     training_arguments,
 )
 from .warm_start import build_seq2seq
 
 ROLES = ("system", "user", "assistant")
-CHAT_TEMPLATE = (
-    "{{ bos_token }}"
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' }}"
-    "{% if message['role'] == 'assistant' %}"
-    "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
-    "{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}"
-    "{{ '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
 
 def ensure_chat_template(tokenizer) -> bool:
@@ -147,7 +136,7 @@ def run(recipe: Recipe, overwrite: bool = False) -> dict:
     tokenized = tokenize(raw, tokenizer, recipe, encoder_decoder)
 
     args = training_arguments(recipe, predict_with_generate=False)
-    trainer = Seq2SeqTrainer(
+    trainer = HfLlmSeq2SeqTrainer(
         model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model if encoder_decoder else None),
         processing_class=tokenizer,
@@ -160,12 +149,7 @@ def run(recipe: Recipe, overwrite: bool = False) -> dict:
     metrics.update(initial)
     if initial:
         metrics["init_perplexity"] = perplexity(initial["init_eval_loss"])
-    save_final(trainer, tokenizer, recipe, args.output_dir, intended_generation)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_metrics("eval", metrics)
-    trainer.save_state()
-    save_loss_curve(trainer.state.log_history, os.path.join(args.output_dir, "loss_curve.png"))
-    return {**train_result.metrics, **metrics, "output_dir": args.output_dir, "warm_start": warm_report}
+    return {**finish_run(trainer, tokenizer, recipe, train_result, metrics, intended_generation), "warm_start": warm_report}
 
 
 def evaluate(recipe: Recipe, model, tokenizer) -> dict:

@@ -14,19 +14,19 @@ import json
 import os
 
 import numpy as np
-from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer
+from transformers import DataCollatorForSeq2Seq
 from transformers.trainer_utils import set_seed
 
 from ..data import column_names, load_raw, require_columns
 from ..pipelines import encode_sources
 from ..recipes import Recipe, RecipeError
 from ..train import (
+    HfLlmSeq2SeqTrainer,
     check_lengths,
+    finish_run,
     get_tokenizer,
     perplexity,
     prepare_output_dir,
-    save_final,
-    save_loss_curve,
     set_generation_config,
     training_arguments,
 )
@@ -94,12 +94,12 @@ def make_compute_metrics(recipe: Recipe, tokenizer, num_examples: int):
     return compute
 
 
-def make_trainer(recipe: Recipe, model, tokenizer, tokenized, **argument_overrides) -> Seq2SeqTrainer:
+def make_trainer(recipe: Recipe, model, tokenizer, tokenized, **argument_overrides) -> HfLlmSeq2SeqTrainer:
     # Generation length comes from the model's generation config (max_new_tokens = max_target_length).
     args = training_arguments(
         recipe, predict_with_generate=True, generation_num_beams=recipe.generation.num_beams, **argument_overrides,
     )
-    return Seq2SeqTrainer(
+    return HfLlmSeq2SeqTrainer(
         model=model, args=args, train_dataset=tokenized.get("train"), eval_dataset=tokenized["validation"],
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model), processing_class=tokenizer,
         compute_metrics=make_compute_metrics(recipe, tokenizer, len(tokenized["validation"])),
@@ -136,12 +136,7 @@ def run(recipe: Recipe, overwrite: bool = False) -> dict:
     metrics = trainer.evaluate()
     metrics["perplexity"] = perplexity(metrics["eval_loss"])
     metrics.update(initial)
-    save_final(trainer, tokenizer, recipe, output_dir, intended_generation)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_metrics("eval", metrics)
-    trainer.save_state()
-    save_loss_curve(trainer.state.log_history, os.path.join(output_dir, "loss_curve.png"))
-    return {**train_result.metrics, **metrics, "output_dir": output_dir, "warm_start": warm_report}
+    return {**finish_run(trainer, tokenizer, recipe, train_result, metrics, intended_generation), "warm_start": warm_report}
 
 
 def evaluate(recipe: Recipe, model, tokenizer) -> dict:

@@ -1,0 +1,77 @@
+"""`hf-llm push`: publish a trained model folder to a model hub with `huggingface_hub`.
+
+The endpoint and the token are huggingface_hub's own settings (`HF_ENDPOINT`, `HF_TOKEN`, `hf auth login`).
+What goes up: safetensors weights, the config (complete `auto_map`), the exported modelling code, tokenizer
+files (chat template included), the generation config, the model card (regenerated for the repo id) and
+the run's recipe and results. Pickled weights, optimizer states and checkpoints never leave the machine.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+
+from .recipes import RecipeError
+
+IGNORED = ["checkpoint-*", "checkpoint-*/**", "*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt", "optimizer*", "scheduler*",
+           "rng_state*", ".final-*", ".final-*/**", "runs/**", "_*"]
+
+
+def check_folder(model_dir: str) -> None:
+    if not os.path.isdir(model_dir):
+        raise RecipeError(f"Model folder not found: {model_dir}")
+    if not os.path.isfile(os.path.join(model_dir, "config.json")):
+        raise RecipeError(f"{model_dir} holds no config.json: not a saved model.")
+    if not glob.glob(os.path.join(model_dir, "*.safetensors")):
+        raise RecipeError(f"{model_dir} holds no safetensors weights; save the model with save_pretrained() "
+                          "(pickled .bin weights are never pushed).")
+
+
+def ensure_code(model_dir: str) -> None:
+    """A folder saved without hf_llm's registration lacks the modelling code: copy the exported folder in."""
+    import hf_llm.modeling
+
+    if not os.path.isfile(os.path.join(model_dir, "modeling_hf_llm.py")):
+        folder = os.path.dirname(hf_llm.modeling.__file__)
+        for path in glob.glob(os.path.join(folder, "*.py")):
+            if not path.endswith("__init__.py"):
+                shutil.copy(path, model_dir)
+
+
+def push(model_dir: str, repo_id: str, private: bool = False, revision: str | None = None,
+         commit_message: str | None = None) -> str:
+    """Create the repo (if needed) and upload the folder; returns the commit URL."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from .cards import write_card
+
+    check_folder(model_dir)
+    ensure_code(model_dir)
+    write_card(model_dir, repo_id)
+    api = HfApi()
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision is not None and revision != "main":
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        commit = api.upload_folder(
+            folder_path=model_dir, repo_id=repo_id, revision=revision, ignore_patterns=IGNORED,
+            commit_message=commit_message or f"Upload {os.path.basename(os.path.abspath(model_dir))} with hf-llm",
+        )
+    except HfHubHTTPError as error:
+        raise RecipeError(f"The hub at {api.endpoint} refused the upload: {error}") from None
+    except ValueError as error:  # the hub rejected the model card's metadata
+        raise RecipeError(f"The hub at {api.endpoint} rejected README.md: {error}") from None
+    except Exception as error:
+        if not is_network_error(error):
+            raise
+        raise RecipeError(f"Cannot reach the hub at {api.endpoint}: {error}. Check HF_ENDPOINT, HF_TOKEN and your "
+                          "network (HF_HUB_OFFLINE must not be set).") from None
+    return str(commit)
+
+
+def is_network_error(error: Exception) -> bool:
+    """Connection refused, DNS failure, timeout, offline mode: OSError or the HTTP client's transport errors."""
+    package = type(error).__module__.split(".")[0]
+    return isinstance(error, OSError) or package in ("httpx", "httpx2", "httpcore", "httpcore2", "requests", "urllib3")
