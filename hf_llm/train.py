@@ -43,12 +43,18 @@ def prepare_output_dir(training: dict, overwrite: bool) -> str | None:
         if not os.path.isdir(resume):
             raise RecipeError(f"training.resume_from_checkpoint: checkpoint folder not found: {resume}")
         return resume
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+    # Under torchrun / accelerate every rank runs this; only the main one judges the folder (the others could
+    # otherwise see what the main rank has started writing).
+    if is_main_process() and output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
         raise RecipeError(
             f"training.output_dir={output_dir} already holds a run. Continue it with "
             "training.resume_from_checkpoint=true, choose another training.output_dir, or pass --overwrite."
         )
     return None
+
+
+def is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
 
 
 def training_arguments(recipe: Recipe, **task_defaults) -> TrainingArguments:
@@ -195,15 +201,37 @@ def finish_run(trainer: Trainer, tokenizer, recipe: Recipe, train_result, metric
     from .cards import write_card
 
     output_dir = trainer.args.output_dir
-    save_final(trainer, tokenizer, recipe, output_dir, generation_config)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_metrics("eval", metrics)
-    trainer.save_state()
-    save_loss_curve(trainer.state.log_history, os.path.join(output_dir, "loss_curve.png"))
-    write_card(output_dir, trainer.hub_model_id, trainer.model)
+    if trainer.args.should_save:  # the main process of a distributed run
+        save_final(trainer, tokenizer, recipe, output_dir, generation_config)
+        trainer.save_metrics("train", train_result.metrics)
+        trainer.save_metrics("eval", metrics)
+        trainer.save_state()
+        save_loss_curve(trainer.state.log_history, os.path.join(output_dir, "loss_curve.png"))
+        write_card(output_dir, trainer.hub_model_id, trainer.model)
     if trainer.args.push_to_hub:
-        trainer.push_to_hub(commit_message="hf-llm: end of training")
+        trainer.push_to_hub(commit_message="hf-llm: end of training")  # every rank calls it; only the main one pushes
     return {**train_result.metrics, **metrics, "output_dir": output_dir}
+
+
+def train_and_evaluate(trainer: Trainer, resume: str | None, with_perplexity: bool = True) -> tuple:
+    """Train, then evaluate; `init_*` metrics come from the evaluation the Trainer runs before the first step.
+
+    That first evaluation is the Trainer's `eval_on_start` (set by `training_arguments(..., eval_on_start=...)`),
+    which runs after the model is wrapped for distributed training. A `trainer.evaluate()` before
+    `trainer.train()` would mark the model as prepared, and accelerate then skips the DDP wrapper: the
+    replicas silently drift apart (seen with transformers 5.24 / accelerate 1.15).
+    """
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    metrics = trainer.evaluate()
+    start = next((e for e in trainer.state.log_history if e.get("step") == 0 and "eval_loss" in e), None)
+    for key, value in (start or {}).items():
+        if key.startswith("eval_"):
+            metrics[f"init_{key}"] = value
+    if with_perplexity:
+        metrics["perplexity"] = perplexity(metrics["eval_loss"])
+        if start:
+            metrics["init_perplexity"] = perplexity(start["eval_loss"])
+    return train_result, metrics
 
 
 def perplexity(loss: float) -> float:
@@ -253,22 +281,18 @@ def run_causal_lm(recipe: Recipe, overwrite: bool = False) -> dict[str, Any]:
     check_lengths(model, data.block_size, "data.block_size")
     set_generation_config(model, recipe, tokenizer)
     blocks = tokenize_for_causal_lm(raw, tokenizer, data)
-    args = training_arguments(recipe)
+    args = training_arguments(recipe, eval_on_start=resume is None)
 
     trainer = HfLlmTrainer(
         model=model, args=args, train_dataset=blocks["train"], eval_dataset=blocks["validation"],
         data_collator=default_data_collator, processing_class=tokenizer,
     )
     os.makedirs(args.output_dir, exist_ok=True)
-    dump_recipe(recipe, os.path.join(args.output_dir, "recipe.yaml"))
-    initial = trainer.evaluate() if resume is None else {}
-    train_result = trainer.train(resume_from_checkpoint=resume)
-    metrics = trainer.evaluate()
-    metrics["perplexity"] = perplexity(metrics["eval_loss"])
-    if initial:
-        metrics["init_eval_loss"] = initial["eval_loss"]
-        metrics["init_perplexity"] = perplexity(initial["eval_loss"])
-    samples = sample(model, tokenizer, recipe)
-    with open(os.path.join(args.output_dir, "samples.json"), "w") as f:
-        json.dump(samples, f, indent=2)
+    if args.should_save:
+        dump_recipe(recipe, os.path.join(args.output_dir, "recipe.yaml"))
+    train_result, metrics = train_and_evaluate(trainer, resume)
+    samples = sample(model, tokenizer, recipe) if args.should_save else []
+    if args.should_save:
+        with open(os.path.join(args.output_dir, "samples.json"), "w") as f:
+            json.dump(samples, f, indent=2)
     return {**finish_run(trainer, tokenizer, recipe, train_result, metrics), "samples": samples}

@@ -18,6 +18,7 @@ from ..train import (
     HfLlmTrainer,
     build_model,
     finish_run,
+    train_and_evaluate,
     get_tokenizer,
     prepare_output_dir,
     training_arguments,
@@ -70,16 +71,14 @@ def run(recipe: Recipe, overwrite: bool = False) -> dict:
     model = build_model(recipe, tokenizer, AutoModelForSequenceClassification, num_labels=len(label2id),
                         id2label=id2label, label2id=label2id)
     tokenized = tokenize(raw, tokenizer, recipe, label2id)
-    args = training_arguments(recipe)
+    args = training_arguments(recipe, eval_on_start=resume is None)
     trainer = HfLlmTrainer(
         model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
         data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
         compute_metrics=compute_metrics_for(len(tokenized["validation"])),
     )
     os.makedirs(args.output_dir, exist_ok=True)
-    initial = trainer.evaluate(metric_key_prefix="init_eval") if resume is None else {}
-    train_result = trainer.train(resume_from_checkpoint=resume)
-    metrics = {**trainer.evaluate(), **initial}
+    train_result, metrics = train_and_evaluate(trainer, resume, with_perplexity=False)
     return finish_run(trainer, tokenizer, recipe, train_result, metrics)
 
 

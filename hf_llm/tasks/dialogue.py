@@ -22,6 +22,7 @@ from ..train import (
     HfLlmSeq2SeqTrainer,
     build_model,
     finish_run,
+    train_and_evaluate,
     get_tokenizer,
     perplexity,
     prepare_output_dir,
@@ -135,20 +136,14 @@ def run(recipe: Recipe, overwrite: bool = False) -> dict:
     intended_generation = copy.deepcopy(model.generation_config)
     tokenized = tokenize(raw, tokenizer, recipe, encoder_decoder)
 
-    args = training_arguments(recipe, predict_with_generate=False)
+    args = training_arguments(recipe, predict_with_generate=False, eval_on_start=resume is None)
     trainer = HfLlmSeq2SeqTrainer(
         model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model if encoder_decoder else None),
         processing_class=tokenizer,
     )
     os.makedirs(args.output_dir, exist_ok=True)
-    initial = trainer.evaluate(metric_key_prefix="init_eval") if resume is None else {}
-    train_result = trainer.train(resume_from_checkpoint=resume)
-    metrics = trainer.evaluate()
-    metrics["perplexity"] = perplexity(metrics["eval_loss"])
-    metrics.update(initial)
-    if initial:
-        metrics["init_perplexity"] = perplexity(initial["init_eval_loss"])
+    train_result, metrics = train_and_evaluate(trainer, resume)
     return {**finish_run(trainer, tokenizer, recipe, train_result, metrics, intended_generation), "warm_start": warm_report}
 
 

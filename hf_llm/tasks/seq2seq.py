@@ -24,6 +24,7 @@ from ..train import (
     HfLlmSeq2SeqTrainer,
     check_lengths,
     finish_run,
+    train_and_evaluate,
     get_tokenizer,
     perplexity,
     prepare_output_dir,
@@ -124,18 +125,14 @@ def run(recipe: Recipe, overwrite: bool = False) -> dict:
     model.config.task_specific_params = {recipe.task: {"prefix": data.source_prefix or ""}}
     intended_generation = copy.deepcopy(model.generation_config)
     tokenized = tokenize_pairs(raw, pairs, tokenizer, recipe)
-    trainer = make_trainer(recipe, model, tokenizer, tokenized)
+    trainer = make_trainer(recipe, model, tokenizer, tokenized, eval_on_start=resume is None)
     output_dir = trainer.args.output_dir
     os.makedirs(output_dir, exist_ok=True)
-    if warm_report is not None:
+    if warm_report is not None and trainer.args.should_save:
         with open(os.path.join(output_dir, "warm_start.json"), "w") as f:
             json.dump(warm_report, f, indent=2)
 
-    initial = trainer.evaluate(metric_key_prefix="init_eval") if resume is None else {}
-    train_result = trainer.train(resume_from_checkpoint=resume)
-    metrics = trainer.evaluate()
-    metrics["perplexity"] = perplexity(metrics["eval_loss"])
-    metrics.update(initial)
+    train_result, metrics = train_and_evaluate(trainer, resume)
     return {**finish_run(trainer, tokenizer, recipe, train_result, metrics, intended_generation), "warm_start": warm_report}
 
 
