@@ -1,4 +1,4 @@
-"""The `hf-llm` command line: train, generate, chat, eval, push, tokenizer, recipes.
+"""The `hf-llm` command line: train, generate, chat, eval, compare, push, tokenizer, recipes.
 
 A problem the user can fix (a bad recipe key, a missing file, a dataset without its column, ...) is
 printed as one line starting with "error:" and exits with status 2; no traceback.
@@ -45,9 +45,12 @@ def load_model_and_tokenizer(model_dir: str):
         raise RecipeError(f"Model folder not found: {model_dir}")
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         raise RecipeError(f"{model_dir} holds no config.json: not a saved model (train one with `hf-llm train`).")
-    config = AutoConfig.from_pretrained(model_dir)
-    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    model = auto.from_pretrained(model_dir).eval()
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+        auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+        model = auto.from_pretrained(model_dir, use_safetensors=True).eval()  # never unpickle weights
+    except (OSError, ValueError) as error:
+        raise RecipeError(f"Cannot load the model in {model_dir}: {error}") from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
     except (OSError, ValueError) as error:
@@ -81,6 +84,16 @@ def command_generate(args) -> int:
         inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     else:
         inputs = tokenizer(args.prompt, return_tensors="pt", add_special_tokens=False)
+    new_tokens = kwargs.get("max_new_tokens") or model.generation_config.max_new_tokens or 0
+    room = model.config.max_position_embeddings - (0 if model.config.is_encoder_decoder else new_tokens)
+    if "cnn" in model.config.used_backbones() and inputs["input_ids"].shape[1] > room:
+        if room <= 0:
+            raise RecipeError(f"--max-new-tokens={new_tokens} leaves no room for a prompt: this convolutional model "
+                              f"sees {model.config.max_position_embeddings} positions (max_position_embeddings).")
+        print(f"warning: the prompt has {inputs['input_ids'].shape[1]} tokens; this convolutional model sees "
+              f"{model.config.max_position_embeddings} positions (max_position_embeddings): its last {room} "
+              "tokens are used.", file=sys.stderr)
+        inputs = {k: v[:, -room:] for k, v in inputs.items()}
     try:
         with torch.no_grad():
             output = model.generate(**inputs, **kwargs)
@@ -168,6 +181,18 @@ def command_push(args) -> int:
     return 0
 
 
+def command_compare(args) -> int:
+    from .compare import run_compare
+
+    report = run_compare(args.recipe, args.overrides, args.backbones, args.configs, args.budget, args.match_params,
+                         args.output)
+    folder = os.path.dirname(next(iter(report["candidates"].values()))["output_dir"].rstrip("/"))
+    folder = os.path.dirname(folder)
+    print(f"\nReport: {os.path.join(folder, 'report.md')}\n")
+    print(open(os.path.join(folder, "report.md")).read())
+    return 0
+
+
 def command_recipes(args) -> int:
     import yaml
 
@@ -246,6 +271,23 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--revision", default=None, help="branch to push to (created if needed)")
     push.add_argument("--commit-message", default=None)
     push.set_defaults(handler=command_push)
+
+    compare = commands.add_parser(
+        "compare", help="train the families side by side on the same data and budget",
+        description="Trains each candidate (a family, or a recipe overlay file) with the same tokenizer, data, "
+        "split and budget, and writes a report folder: report.md, results.json, loss_curves.png, "
+        "quality_vs_speed.png.",
+    )
+    compare.add_argument("recipe", help="recipe file or bundled recipe name (pretraining or any task)")
+    compare.add_argument("overrides", nargs="*", metavar="section.key=value", help="applied to every candidate")
+    which = compare.add_mutually_exclusive_group()
+    which.add_argument("--backbones", default=None, help="comma-separated families (default transformer,rnn,cnn)")
+    which.add_argument("--configs", default=None, help="comma-separated YAML overlays, one candidate each")
+    compare.add_argument("--budget", default=None, help="steps=N, tokens=N or minutes=N (default: the recipe's)")
+    compare.add_argument("--match-params", action="store_true",
+                         help="size every candidate (hidden_size) to the first one's parameter count")
+    compare.add_argument("--output", default=None, help="report folder (default runs/compare-<recipe>)")
+    compare.set_defaults(handler=command_compare)
 
     recipes = commands.add_parser("recipes", help="list the bundled recipes")
     recipes.set_defaults(handler=command_recipes)

@@ -9,7 +9,7 @@ from transformers import Trainer, default_data_collator
 
 from .data import load_raw, require_columns, tokenize_for_causal_lm
 from .recipes import Recipe, RecipeError, load_recipe
-from .train import TRAINING_DEFAULTS, check_lengths, perplexity
+from .train import TRAINING_DEFAULTS, fit_lengths, perplexity
 
 
 def resolve(target: str, overrides: list[str]) -> tuple[Recipe, str]:
@@ -42,7 +42,7 @@ def evaluate_target(target: str, overrides: list[str] | None = None) -> dict:
     data = recipe.data
     raw = load_raw(data, seed=0)
     require_columns(raw, [data.text_column], {data.text_column: "data.text_column"})
-    check_lengths(model, data.block_size, "data.block_size")
+    fit_lengths(model, data, ("block_size",), truncate=False)
     blocks = tokenize_for_causal_lm(raw, tokenizer, data)
     with tempfile.TemporaryDirectory() as scratch:
         from transformers import TrainingArguments

@@ -142,6 +142,8 @@ class Recipe:
 SECTIONS = {"model": ModelArgs, "tokenizer": TokenizerArgs, "data": DataArgs, "generation": GenerationArgs}
 TOP_LEVEL = ("description", "task", "model", "tokenizer", "data", "generation", "training")
 # HfLlmConfig fields that come from the tokenizer, not from a recipe.
+# Keys of the `training` section that hf_llm handles itself (not TrainingArguments fields).
+HF_LLM_TRAINING_KEYS = ("resume_from_checkpoint", "on_nonfinite_loss", "max_minutes")
 TOKENIZER_FIELDS = {"vocab_size", "pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"}
 
 
@@ -211,6 +213,8 @@ def training_field_types(task: str = "causal_lm") -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     fields = {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
     fields["resume_from_checkpoint"] = str | bool | None  # true: the last checkpoint in output_dir
+    fields["on_nonfinite_loss"] = typing.Literal["stop", "skip"]
+    fields["max_minutes"] = float | None  # stop training after this much wall time (the budget of `hf-llm compare`)
     return fields
 
 
@@ -349,11 +353,20 @@ def validate_inputs(recipe: Recipe) -> None:
 
         if model.preset not in PRESETS:
             raise RecipeError(f"model.preset: unknown preset {model.preset!r}; presets are {sorted(PRESETS)}.")
+    if recipe.task == "causal_lm" and model.config.get("is_encoder_decoder"):
+        raise RecipeError("task causal_lm trains a decoder-only model but model.is_encoder_decoder is true; use a "
+                          "seq2seq task (translation, summarization, dialogue) for an encoder-decoder.")
     if model.name_or_path is None:
         try:
             build_config(recipe, vocab_size=max(tokenizer.vocab_size, 300))  # validates the architecture fields
         except ValueError as error:
             raise RecipeError(f"model: {error}") from None
+    g = recipe.generation
+    for key, ok, rule in (("num_beams", g.num_beams >= 1, "at least 1"), ("max_new_tokens", g.max_new_tokens >= 1, "at least 1"),
+                          ("temperature", g.temperature > 0, "positive"), ("top_p", 0 < g.top_p <= 1, "in (0, 1]"),
+                          ("top_k", g.top_k >= 0, "0 or more")):
+        if not ok:
+            raise RecipeError(f"generation.{key} must be {rule}, got {getattr(g, key)}.")
     from transformers import GenerationConfig
 
     try:
@@ -361,7 +374,7 @@ def validate_inputs(recipe: Recipe) -> None:
     except ValueError as error:
         raise RecipeError(f"generation: {error}") from None
     try:  # TrainingArguments checks its own combinations (eval/save strategies, ...); nothing is written
-        arguments_class(recipe.task)(**{k: v for k, v in recipe.training.items() if k != "resume_from_checkpoint"})
+        arguments_class(recipe.task)(**{k: v for k, v in recipe.training.items() if k not in HF_LLM_TRAINING_KEYS})
     except (ValueError, TypeError) as error:
         raise RecipeError(f"training: {error}") from None
 

@@ -14,20 +14,30 @@ import os
 import pathlib
 import shutil
 import tempfile
+import time
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, GenerationConfig, Seq2SeqTrainer, Trainer, TrainingArguments, default_data_collator  # noqa: F401
-from transformers.trainer_utils import get_last_checkpoint, set_seed
+from transformers import (  # noqa: F401
+    AutoModelForCausalLM,
+    GenerationConfig,
+    Seq2SeqTrainer,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    default_data_collator,
+)
+from transformers.trainer_utils import get_last_checkpoint, rotate_checkpoints, set_seed
 
 from .data import load_raw, require_columns, tokenize_for_causal_lm
-from .recipes import Recipe, RecipeError, arguments_class, build_config, dump_recipe, generation_fields
+from .recipes import HF_LLM_TRAINING_KEYS, Recipe, RecipeError, arguments_class, build_config, dump_recipe, generation_fields
 from .tokenizer import load_tokenizer, special_token_ids, train_tokenizer
 
 logger = logging.getLogger("hf_llm")
 
 TRAINING_DEFAULTS = dict(report_to="none", logging_steps=10, save_total_limit=2, per_device_train_batch_size=8,
-                         per_device_eval_batch_size=8, dataloader_pin_memory=torch.cuda.is_available())
+                         per_device_eval_batch_size=8, dataloader_pin_memory=torch.cuda.is_available(),
+                         include_num_input_tokens_seen=True)
 
 
 def prepare_output_dir(training: dict, overwrite: bool) -> str | None:
@@ -59,7 +69,8 @@ def is_main_process() -> bool:
 
 def training_arguments(recipe: Recipe, **task_defaults) -> TrainingArguments:
     fields = {**TRAINING_DEFAULTS, **task_defaults, **recipe.training}
-    fields.pop("resume_from_checkpoint", None)
+    for own_key in HF_LLM_TRAINING_KEYS:
+        fields.pop(own_key, None)
     try:
         return arguments_class(recipe.task)(**fields)
     except (ValueError, TypeError) as error:
@@ -96,7 +107,7 @@ def build_model(recipe: Recipe, tokenizer, auto_class=AutoModelForCausalLM, **co
     special = special_token_ids(tokenizer)
     if recipe.model.name_or_path is not None:
         try:
-            model = auto_class.from_pretrained(recipe.model.name_or_path, **config_fields)
+            model = auto_class.from_pretrained(recipe.model.name_or_path, use_safetensors=True, **config_fields)
         except (OSError, ValueError) as error:
             raise RecipeError(f"model.name_or_path: cannot load {recipe.model.name_or_path}: {error}") from None
         if model.config.vocab_size < len(tokenizer):
@@ -110,20 +121,32 @@ def build_model(recipe: Recipe, tokenizer, auto_class=AutoModelForCausalLM, **co
         for key, value in config_fields.items():
             setattr(config, key, value)
         config.validate()
+        return auto_class.from_config(config)
     except ValueError as error:
         raise RecipeError(f"model: {error}") from None
-    return auto_class.from_config(config)
 
 
-def check_lengths(model, length: int, key: str) -> None:
-    """Families with learned positions (CNN) cannot see beyond max_position_embeddings."""
+def fit_lengths(model, data, keys: tuple[str, ...], truncate: bool) -> None:
+    """Families with learned positions (CNN) see at most `max_position_embeddings` tokens. Where examples are
+    truncated anyway (task inputs), a longer `data.<key>` is lowered to the limit with a warning; where the
+    length is the unit of training (pretraining blocks), it is an error. The Transformer (rotary) and the
+    RNN have no length limit."""
     config = model.config
-    uses_learned_positions = "cnn" in config.used_backbones()
-    if uses_learned_positions and length > config.max_position_embeddings:
-        raise RecipeError(
-            f"{key}={length} exceeds the model's max_position_embeddings={config.max_position_embeddings} "
-            "(the convolutional family has learned positions); lower it or raise model.max_position_embeddings."
-        )
+    if "cnn" not in config.used_backbones():
+        return
+    limit = config.max_position_embeddings
+    for key in keys:
+        length = getattr(data, key)
+        if length <= limit:
+            continue
+        if not truncate:
+            raise RecipeError(
+                f"data.{key}={length} exceeds the model's max_position_embeddings={limit} (the convolutional "
+                "family has learned positions); lower it or raise model.max_position_embeddings."
+            )
+        logger.warning("data.%s=%d exceeds max_position_embeddings=%d of the convolutional model: inputs are "
+                       "truncated to %d tokens.", key, length, limit, limit)
+        setattr(data, key, limit)
 
 
 def set_generation_config(model, recipe: Recipe, tokenizer) -> None:
@@ -178,8 +201,92 @@ def save_loss_curve(log_history: list[dict], path: str) -> str | None:
     return path
 
 
-class CardMixin:
-    """`Trainer.push_to_hub` writes transformers' own README.md before uploading; write hf_llm's card instead."""
+class TrainingStopped(RecipeError):
+    """Training stopped on purpose (a non-finite loss); the message says what to do, the CLI exits with 2."""
+
+
+class TimeBudget(TrainerCallback):
+    """Stop training once `minutes` of wall time have passed since the first step (`training.max_minutes`)."""
+
+    def __init__(self, minutes: float):
+        self.seconds = 60 * minutes
+        self.start = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.start is not None and time.monotonic() - self.start >= self.seconds:
+            control.should_training_stop = True
+        return control
+
+
+class HfLlmTrainerMixin:
+    """What hf_llm adds to transformers' Trainer:
+
+    - checkpoints are written to a staging folder and renamed into place, so a crash during a save
+      leaves the previous `checkpoint-*` as the last one, loadable;
+    - a non-finite training loss stops the run with a clear message (the checkpoints already written are
+      the last good ones), or, with `on_nonfinite_loss="skip"`, the step is skipped (its gradients dropped);
+    - `Trainer.push_to_hub` uploads hf_llm's model card instead of writing transformers' own.
+    """
+
+    def __init__(self, *args, on_nonfinite_loss: str = "stop", max_minutes: float | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.on_nonfinite_loss = on_nonfinite_loss
+        self.skipped_steps = 0
+        self._checkpoint_staging: str | None = None
+        if max_minutes is not None:
+            self.add_callback(TimeBudget(max_minutes))
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if bool(torch.isfinite(loss).all()):
+            return loss
+        step = self.state.global_step + 1
+        if self.on_nonfinite_loss == "skip":
+            for parameter in model.parameters():
+                parameter.grad = None  # the optimizer skips parameters without a gradient
+            self.skipped_steps += 1
+            logger.warning("Non-finite loss (%s) at step %d: step skipped (%d so far).", loss.item(), step,
+                           self.skipped_steps)
+            return torch.zeros_like(loss)
+        last = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
+        raise TrainingStopped(
+            f"Non-finite training loss ({loss.item()}) at step {step}: training stopped, nothing more is written. "
+            + (f"The last good checkpoint is {last}. " if last else "No checkpoint had been written yet. ")
+            + "Lower training.learning_rate or set training.max_grad_norm, check the data, or set "
+            "training.on_nonfinite_loss=skip to skip such steps."
+        )
+
+    def _get_output_dir(self, trial):
+        return self._checkpoint_staging or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        run_dir = super()._get_output_dir(trial)
+        staging = os.path.join(run_dir, ".checkpoint-staging")
+        name = f"checkpoint-{self.state.global_step}"
+        if self.args.should_save:
+            shutil.rmtree(staging, ignore_errors=True)
+            os.makedirs(staging)
+        self.accelerator.wait_for_everyone()
+        self._checkpoint_staging = staging
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._checkpoint_staging = None
+        self.accelerator.wait_for_everyone()  # every rank has written its RNG state
+        if self.args.should_save:
+            final = os.path.join(run_dir, name)
+            if os.path.isdir(final):
+                shutil.rmtree(final)
+            os.replace(os.path.join(staging, name), final)  # atomic on one filesystem
+            shutil.rmtree(staging, ignore_errors=True)
+            if self.state.best_model_checkpoint and self.state.best_model_checkpoint.startswith(staging):
+                self.state.best_model_checkpoint = self.state.best_model_checkpoint.replace(staging, run_dir, 1)
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+        self.accelerator.wait_for_everyone()
 
     def create_model_card(self, *args, **kwargs) -> None:
         from .cards import write_card
@@ -187,12 +294,17 @@ class CardMixin:
         write_card(self.args.output_dir, self.hub_model_id, self.model)
 
 
-class HfLlmTrainer(CardMixin, Trainer):
+class HfLlmTrainer(HfLlmTrainerMixin, Trainer):
     pass
 
 
-class HfLlmSeq2SeqTrainer(CardMixin, Seq2SeqTrainer):
+class HfLlmSeq2SeqTrainer(HfLlmTrainerMixin, Seq2SeqTrainer):
     pass
+
+
+def trainer_options(recipe: Recipe) -> dict:
+    return {"on_nonfinite_loss": recipe.training.get("on_nonfinite_loss", "stop"),
+            "max_minutes": recipe.training.get("max_minutes")}
 
 
 def finish_run(trainer: Trainer, tokenizer, recipe: Recipe, train_result, metrics: dict, generation_config=None) -> dict:
@@ -278,14 +390,14 @@ def run_causal_lm(recipe: Recipe, overwrite: bool = False) -> dict[str, Any]:
     require_columns(raw, [data.text_column], {data.text_column: "data.text_column"})
     tokenizer = get_tokenizer(recipe, raw["train"], [data.text_column])
     model = build_model(recipe, tokenizer)
-    check_lengths(model, data.block_size, "data.block_size")
+    fit_lengths(model, data, ("block_size",), truncate=False)
     set_generation_config(model, recipe, tokenizer)
     blocks = tokenize_for_causal_lm(raw, tokenizer, data)
     args = training_arguments(recipe, eval_on_start=resume is None)
 
     trainer = HfLlmTrainer(
         model=model, args=args, train_dataset=blocks["train"], eval_dataset=blocks["validation"],
-        data_collator=default_data_collator, processing_class=tokenizer,
+        data_collator=default_data_collator, processing_class=tokenizer, **trainer_options(recipe),
     )
     os.makedirs(args.output_dir, exist_ok=True)
     if args.should_save:

@@ -165,3 +165,23 @@ def test_hf_llm_model_returns_hidden_states():
     model = hf_llm.HfLlmModel(config).eval()
     out = model(input_ids=random_ids(2, 5, seed=48))
     assert out.last_hidden_state.shape == (2, 5, TINY["hidden_size"])
+
+
+@pytest.mark.parametrize("case", ["transformer", "rnn-gru", "cnn", "transformer-transformer", "cnn-rnn[lstm,bahdanau]"])
+def test_fused_loss_equals_the_plain_loss_and_gradients(case):
+    batch = batch_for(case)
+    labels = batch["input_ids"].clone() if case in LM_CASES else batch["decoder_input_ids"].clone()
+    labels[0, :2] = -100
+    results = []
+    for fused in (True, False):
+        model = build(case, fused_loss=fused).train()
+        out = model(**batch, labels=labels, num_items_in_batch=torch.tensor(11))
+        assert (out.logits is None) == fused, "the fused path does not materialise logits"
+        out.loss.backward()
+        results.append((out.loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-5, rtol=1e-5)
+    for name, grad in results[1][1].items():
+        torch.testing.assert_close(results[0][1][name], grad, atol=1e-6, rtol=1e-4)
+    model.eval()
+    with torch.no_grad():
+        assert model(**batch, labels=labels).logits is not None, "evaluation still returns logits"

@@ -15,10 +15,11 @@ import hf_llm
 def test_recurrent_weights_get_a_sensible_initialisation(cell):
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(lm_config(f"rnn-{cell}"))
-    rnn = model.model.decoder.recurrence.rnn
+    rnns = [m for m in model.modules() if isinstance(m, (torch.nn.LSTM, torch.nn.GRU))]
+    assert len(rnns) == model.config.num_hidden_layers
     gates = 4 if cell == "lstm" else 3
-    hidden = rnn.hidden_size
-    for name, param in rnn.named_parameters():
+    hidden = rnns[0].hidden_size
+    for name, param in (item for rnn in rnns for item in rnn.named_parameters()):
         if name.startswith("weight_hh"):
             for block in param.detach().chunk(gates):  # each gate's recurrent matrix is orthogonal
                 torch.testing.assert_close(block @ block.T, torch.eye(hidden), atol=1e-5, rtol=0)
@@ -48,13 +49,14 @@ def test_attention_projections_run_once_per_source_during_generation():
 @pytest.mark.parametrize("case", ["rnn-lstm", "rnn-rnn[lstm,luong_dot,uni]", "rnn-rnn[lstm,none,bi]"])
 def test_fused_variants_run_the_rnn_once_over_the_whole_sequence(case):
     model = make_lm(case) if case.startswith("rnn-lstm") else make_seq2seq(case)
-    rnn = model.model.decoder.recurrence.rnn
+    rnns = [m for m in model.model.decoder.modules() if isinstance(m, (torch.nn.LSTM, torch.nn.GRU))]
     calls = []
-    rnn.register_forward_pre_hook(lambda *a: calls.append(1))
+    for rnn in rnns:
+        rnn.register_forward_pre_hook(lambda module, args: calls.append(module))
     ids = random_ids(2, 9, seed=52)
     inputs = dict(input_ids=ids) if case == "rnn-lstm" else dict(input_ids=ids, decoder_input_ids=ids)
     model.train()(**inputs)
-    assert len(calls) == 1
+    assert calls == rnns, "each recurrent module runs once, over all positions"
 
 
 def test_stepped_variants_loop_over_target_positions():
@@ -103,7 +105,7 @@ def test_fairseq_presets_have_the_published_shapes():
     assert (wiseman.hidden_size, wiseman.num_hidden_layers, wiseman.rnn_cell) == (256, 1, "lstm")
     assert wiseman.is_encoder_decoder and not wiseman.rnn_bidirectional_encoder and wiseman.rnn_input_feeding
     model = AutoModelForSeq2SeqLM.from_config(wiseman)
-    assert model.model.encoder.recurrence.rnn.hidden_size == 256
+    assert model.model.encoder.recurrence.layers[0].rnn.hidden_size == 256
     luong = hf_llm.preset_config("lstm_luong_wmt_en_de", vocab_size=1000)
     assert (luong.hidden_size, luong.side_layers("encoder"), luong.side_layers("decoder")) == (1000, 4, 4)
     assert luong.rnn_attention == "luong_general"

@@ -3,7 +3,7 @@
 - Blocks from Gehring et al. 2017, "Convolutional Sequence to Sequence Learning" (ConvS2S): dropout ->
   1-D convolution to twice the channels -> gated linear unit (GLU, Dauphin et al. 2017, "Language Modeling
   with Gated Convolutional Networks") -> residual, the sum scaled by sqrt(0.5); learned positions added
-  to the embeddings, then an RMS norm (tied, small-init embeddings would otherwise start the stack from
+  to the embeddings, then a LayerNorm (tied, small-init embeddings would otherwise start the stack from
   near-zero inputs); linear projections where the channel count changes. Initialisation as in the paper
   (variance preserved through GLU and dropout); optional weight normalisation (Salimans & Kingma 2016).
 - Encoder: non-causal ("same" padding). Decoder: causal (left padding only); without an encoder it is a
@@ -46,6 +46,15 @@ def cnn_conv(in_channels: int, out_channels: int, kernel_size: int, dropout: flo
     conv = nn.Conv1d(in_channels, out_channels, kernel_size)
     conv.init_std = math.sqrt(4.0 * (1.0 - dropout) / (kernel_size * in_channels))
     return nn.utils.parametrizations.weight_norm(conv) if weight_norm else conv
+
+
+def check_positions(position_ids: torch.Tensor, limit: int) -> None:
+    """Learned positions stop at `max_position_embeddings`: a longer input is an error, not an IndexError."""
+    if position_ids.numel() and int(position_ids.max()) >= limit:
+        raise ValueError(
+            f"The input reaches position {int(position_ids.max())} but this convolutional model has learned "
+            f"positions for {limit} (max_position_embeddings); truncate the input to {limit} tokens."
+        )
 
 
 def masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -133,7 +142,7 @@ class CNNEncoder(nn.Module):
         self.output_size = config.hidden_size
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
         self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.embed_norm = nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.embed_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=False)
         self.dropout = nn.Dropout(dropout)
         self.fc_in = cnn_linear(config.hidden_size, spec[0][0], dropout, weight_norm)
         channels = [spec[0][0]] + [c for c, _ in spec]
@@ -156,6 +165,7 @@ class CNNEncoder(nn.Module):
             inputs_embeds = self.embed_tokens(input_ids)  # (B, S, H)
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask, 0, inputs_embeds.shape[1], inputs_embeds.device)
+        check_positions(position_ids, self.config.max_position_embeddings)
         embedding = self.dropout(self.embed_norm(inputs_embeds + self.embed_positions(position_ids)))  # (B, S, H)
         x = self.fc_in(embedding)  # (B, S, C)
         for layer in self.layers:
@@ -181,7 +191,7 @@ class CNNDecoder(nn.Module):
         self.num_layers = len(spec)
         self.embed_tokens = nn.Embedding(config.vocab_size, hidden, config.pad_token_id)
         self.embed_positions = nn.Embedding(config.max_position_embeddings, hidden)
-        self.embed_norm = nn.RMSNorm(hidden, eps=config.norm_eps)
+        self.embed_norm = nn.LayerNorm(hidden, eps=config.norm_eps, bias=False)
         self.dropout = nn.Dropout(dropout)
         self.fc_in = cnn_linear(hidden, spec[0][0], dropout, weight_norm)
         channels = [spec[0][0]] + [c for c, _ in spec]
@@ -259,6 +269,7 @@ class CNNDecoder(nn.Module):
                 past = attention_mask.shape[1] - length if attention_mask is not None else 0
                 position_ids = positions_from_mask(attention_mask, past, length, inputs_embeds.device)
         position_ids = position_ids.expand(inputs_embeds.shape[0], -1)
+        check_positions(position_ids, self.config.max_position_embeddings)
         if self_cache is not None:
             self_cache.update_recurrent_state(position_ids[:, -1:] + 1, self.num_layers)
 

@@ -41,11 +41,13 @@ class HfLlmConfig(PretrainedConfig):
         num_attention_heads: attention heads of the Transformer family.
         intermediate_size: inner width of the Transformer feed-forward block (default `4 * hidden_size`).
         hidden_act: activation of the feed-forward block.
-        max_position_embeddings: longest sequence the model is meant for (rotary positions have no hard limit).
+        max_position_embeddings: longest sequence the model is meant for. A hard limit only for the
+            convolutional family (learned positions: longer inputs are an error); the Transformer's rotary
+            positions and the recurrent family have no length limit.
         dropout: dropout on embeddings, residual branches and feed-forward blocks.
         attention_dropout: dropout on attention probabilities.
         initializer_range: standard deviation of the normal initialisation.
-        norm_eps: epsilon of the RMS norms.
+        norm_eps: epsilon of the layer norms.
         rope_theta: base of the rotary position embedding.
         backbone: default family, one of "transformer", "rnn", "cnn".
         encoder_backbone / decoder_backbone: per-side family (encoder-decoder models), default `backbone`.
@@ -56,6 +58,8 @@ class HfLlmConfig(PretrainedConfig):
         tie_word_embeddings: share the input embeddings (of both sides) with the output projection.
         use_cache: return a cache from `forward` for fast generation.
         classifier_dropout: dropout before the classification head (default `dropout`).
+        fused_loss: in training forwards with labels, compute the LM loss chunk by chunk without materialising
+            the `(tokens, vocab)` logits (faster, far less memory); `logits` is then None in those outputs.
 
     Recurrent family (`rnn_*`; width `hidden_size`, depth per side as above, `dropout` between layers):
         rnn_cell: "lstm" or "gru".
@@ -106,6 +110,7 @@ class HfLlmConfig(PretrainedConfig):
         tie_word_embeddings: bool = True,
         use_cache: bool = True,
         classifier_dropout: float | None = None,
+        fused_loss: bool = True,
         rnn_cell: str = "lstm",
         rnn_bidirectional_encoder: bool = True,
         rnn_attention: str = "luong_general",
@@ -141,6 +146,7 @@ class HfLlmConfig(PretrainedConfig):
         self.tie_word_embeddings = tie_word_embeddings
         self.use_cache = use_cache
         self.classifier_dropout = classifier_dropout
+        self.fused_loss = fused_loss
         self.rnn_cell = rnn_cell
         self.rnn_bidirectional_encoder = rnn_bidirectional_encoder
         self.rnn_attention = rnn_attention
@@ -226,7 +232,7 @@ class HfLlmConfig(PretrainedConfig):
                 raise ValueError(f"{name}={value!r} must be a number in [0, 1).")
         if self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"hidden_act={self.hidden_act!r} is not supported; allowed values are {list(ACTIVATIONS)}.")
-        for name in ("tie_word_embeddings", "rnn_bidirectional_encoder", "rnn_input_feeding", "cnn_weight_norm"):
+        for name in ("tie_word_embeddings", "fused_loss", "rnn_bidirectional_encoder", "rnn_input_feeding", "cnn_weight_norm"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be true or false.")
         for name, allowed in (("rnn_cell", RNN_CELLS), ("rnn_attention", RNN_ATTENTIONS), ("rnn_init_state", RNN_INIT_STATES)):

@@ -33,7 +33,7 @@ from transformers.modeling_utils import PreTrainedModel
 from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_hf_llm import HfLlmConfig
-from .shared_layers import HfLlmEncoderOutput, shift_tokens_right, token_cross_entropy
+from .shared_layers import HfLlmEncoderOutput, fused_cross_entropy, shift_tokens_right, token_cross_entropy
 from .cnn_backbone import CNNDecoder, CNNEncoder
 from .rnn_backbone import RNNDecoder, RNNEncoder
 from .transformer_backbone import HfLlmRotaryEmbedding, TransformerDecoder, TransformerEncoder
@@ -89,10 +89,56 @@ class HfLlmPreTrainedModel(PreTrainedModel):
             init.copy_(module.inv_freq, module.compute_inv_freq())
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, strict about weights that do not fit the config.
+
+        transformers only warns when a checkpoint's config and weights disagree in layer count or family (the
+        missing tensors are silently initialised at random); here that is an error. Head tensors (`lm_head`,
+        `score`) may be new, and a checkpoint of another head (a seq2seq model loaded for classification)
+        may carry tensors this head does not use.
+        """
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+            )
+        except RuntimeError as error:
+            if "ignore_mismatched_sizes" not in str(error):
+                raise
+            raise ValueError(
+                f"The weights in {pretrained_model_name_or_path} do not fit its config: some tensors have other "
+                "shapes (was vocab_size or hidden_size edited in config.json?). Use the config saved with the "
+                "weights, or pass ignore_mismatched_sizes=True to re-initialise the mismatched tensors."
+            ) from None
+        heads = ("lm_head.", "score.")
+        missing = sorted(k for k in info["missing_keys"] if not k.startswith(heads))
+        same_head = cls.__name__ in (getattr(model.config, "architectures", None) or [cls.__name__])
+        unexpected = sorted(info["unexpected_keys"]) if same_head else []
+        if missing or unexpected:
+            config = model.config
+            sides = ["encoder", "decoder"] if config.is_encoder_decoder else ["decoder"]
+            described = ", ".join(f"{side}: {config.side_backbone(side)} x {config.side_layers(side)}" for side in sides)
+            raise ValueError(
+                f"The weights in {pretrained_model_name_or_path} do not fit its config ({described}): "
+                + (f"{len(missing)} tensors are missing (e.g. {missing[0]}) " if missing else "")
+                + (f"{len(unexpected)} tensors are not used (e.g. {unexpected[0]}) " if unexpected else "")
+                + "- the config's family or layer count differs from the saved model's. Use the config saved "
+                "with the weights."
+            )
+        return (model, info) if output_loading_info else model
+
+    @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
         # Every decoder builds the cache it needs (key/value, recurrent or convolutional) on its first cached
         # forward; generate() must not impose a DynamicCache of attention layers on it.
         return False
+
+    def _fused_loss(self, logits_to_keep) -> bool:
+        """Training forwards with labels compute the loss without materialising logits (`config.fused_loss`)."""
+        return (
+            self.config.fused_loss and self.training and torch.is_grad_enabled()
+            and isinstance(logits_to_keep, int) and logits_to_keep == 0
+        )
 
     def _use_cache(self, use_cache: bool | None) -> bool:
         # HF semantics (None -> config.use_cache), but never build a cache while training.
@@ -243,6 +289,13 @@ class HfLlmForCausalLM(HfLlmPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
         )
         hidden_states = outputs.last_hidden_state  # (B, T, H)
+        if labels is not None and self._fused_loss(logits_to_keep):
+            shift_labels = kwargs.get("shift_labels")
+            loss = fused_cross_entropy(
+                hidden_states, self.lm_head.weight, labels if shift_labels is None else shift_labels,
+                kwargs.get("num_items_in_batch"), shift=shift_labels is None,
+            )
+            return CausalLMOutputWithPast(loss=loss, logits=None, cache=outputs.cache)
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(hidden_states[:, keep, :])  # (B, T', V)
 
@@ -319,6 +372,10 @@ class HfLlmForSeq2SeqLM(HfLlmPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
         )
         hidden_states = outputs.last_hidden_state  # (B, T, H)
+        if labels is not None and self._fused_loss(logits_to_keep):
+            loss = fused_cross_entropy(hidden_states, self.lm_head.weight, labels, kwargs.get("num_items_in_batch"))
+            return Seq2SeqLMOutput(loss=loss, logits=None, cache=outputs.cache,
+                                   encoder_last_hidden_state=outputs.encoder_last_hidden_state)
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(hidden_states[:, keep, :])  # (B, T', V)
 

@@ -34,24 +34,38 @@ RNNState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # GRU: h; LSTM: (h,
 RECURRENT_STATE, INPUT_FEED = 0, 1  # state indices inside the recurrent cache layer
 
 
-def run_rnn(rnn: nn.RNNBase, x: torch.Tensor, mask: torch.Tensor | None, state: RNNState | None):
-    """Run a fused RNN over `x (B, T, D)` from `state`, skipping padding wherever it is (left or right).
+class PackedPadding:
+    """Real tokens of each row gathered to the front and packed (`pack_padded_sequence`), and back.
 
-    Rows with padding have their real tokens gathered to the front and go through `pack_padded_sequence`,
-    so the final state of each row is the state after its last real token; outputs are scattered back to
-    their positions, with zeros at the pads.
+    Padding may sit anywhere (left or right): the final state of each row is then the state after its last
+    real token, and the outputs go back to their positions with zeros at the pads.
     """
-    if mask is None or bool(mask.all()):
+
+    def __init__(self, mask: torch.Tensor):
+        self.length = mask.shape[1]
+        self.lengths = mask.sum(-1).clamp(min=1).cpu()
+        self.order = torch.argsort((mask == 0).to(torch.int8), dim=1, stable=True)  # real tokens first, in order
+
+    def pack(self, x: torch.Tensor):
+        front = x.gather(1, self.order.unsqueeze(-1).expand_as(x))
+        return pack_padded_sequence(front, self.lengths, batch_first=True, enforce_sorted=False)
+
+    def unpack(self, packed) -> torch.Tensor:
+        front, _ = pad_packed_sequence(packed, batch_first=True, total_length=self.length)  # (B, T, D)
+        return torch.zeros_like(front).scatter(1, self.order.unsqueeze(-1).expand_as(front), front)
+
+
+def needs_packing(mask: torch.Tensor | None) -> bool:
+    return mask is not None and not bool(mask.all())
+
+
+def run_rnn(rnn: nn.RNNBase, x: torch.Tensor, mask: torch.Tensor | None, state: RNNState | None):
+    """Run a fused RNN over `x (B, T, D)` from `state`, skipping padding wherever it is (left or right)."""
+    if not needs_packing(mask):
         return rnn(x, state)
-    batch, length, _ = x.shape
-    lengths = mask.sum(-1)
-    order = torch.argsort((mask == 0).to(torch.int8), dim=1, stable=True)  # real tokens first, in order
-    x_front = x.gather(1, order.unsqueeze(-1).expand_as(x))
-    packed = pack_padded_sequence(x_front, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
-    packed_out, final = rnn(packed, state)
-    out_front, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=length)  # (B, T, D')
-    out = torch.zeros_like(out_front).scatter(1, order.unsqueeze(-1).expand_as(out_front), out_front)
-    return out, final
+    padding = PackedPadding(mask)
+    packed_out, final = rnn(padding.pack(x), state)
+    return padding.unpack(packed_out), final
 
 
 def state_to_cache(state: RNNState) -> torch.Tensor:
@@ -90,20 +104,53 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Ten
     return torch.softmax(scores.float(), dim=-1).to(scores.dtype)
 
 
-class Recurrence(GradientCheckpointingLayer):
-    """A fused multi-layer (bidirectional) LSTM/GRU over a padded batch; checkpointed as one unit."""
+class RecurrentLayer(GradientCheckpointingLayer):
+    """One (bidirectional) LSTM/GRU layer, on a padded batch or a packed sequence: the unit that gradient
+    checkpointing recomputes (so the backward pass holds one layer's activations at a time)."""
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, bidirectional: bool):
+        super().__init__()
+        rnn_class = nn.LSTM if cell == "lstm" else nn.GRU
+        self.rnn = rnn_class(input_size, hidden_size, 1, batch_first=True, bidirectional=bidirectional)
+
+    def forward(self, x, state: RNNState | None = None):
+        return self.rnn(x, state)
+
+
+class Recurrence(nn.Module):
+    """A multi-layer (bidirectional) LSTM/GRU over a padded batch: layer by layer (as the fused multi-layer
+    kernel runs internally), packed once when there is padding, dropout between layers."""
 
     def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float,
                  bidirectional: bool = False):
         super().__init__()
-        rnn_class = nn.LSTM if cell == "lstm" else nn.GRU
-        self.rnn = rnn_class(
-            input_size, hidden_size, num_layers, batch_first=True, bidirectional=bidirectional,
-            dropout=dropout if num_layers > 1 else 0.0,
+        directions = 2 if bidirectional else 1
+        self.directions = directions
+        self.dropout = dropout
+        self.layers = nn.ModuleList(
+            [RecurrentLayer(cell, input_size if i == 0 else directions * hidden_size, hidden_size, bidirectional)
+             for i in range(num_layers)]
         )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, state: RNNState | None = None):
-        return run_rnn(self.rnn, x, mask, state)  # (B, T, dirs * H), final state
+        """`x (B, T, D)` -> outputs `(B, T, dirs * H)` and the final state `(L * dirs, B, H)` [LSTM: (h, c)]."""
+        padding = PackedPadding(mask) if needs_packing(mask) else None
+        h = padding.pack(x) if padding is not None else x
+        finals = []
+        for i, layer in enumerate(self.layers):
+            if i > 0 and self.dropout and self.training:
+                h = h._replace(data=nn.functional.dropout(h.data, self.dropout)) if padding is not None else \
+                    nn.functional.dropout(h, self.dropout)
+            rows = slice(i * self.directions, (i + 1) * self.directions)
+            layer_state = None if state is None else (
+                tuple(part[rows] for part in state) if isinstance(state, tuple) else state[rows])
+            h, final = layer(h, layer_state)
+            finals.append(final)
+        if isinstance(finals[0], tuple):
+            final = tuple(torch.cat(parts, dim=0) for parts in zip(*finals))
+        else:
+            final = torch.cat(finals, dim=0)
+        return (padding.unpack(h) if padding is not None else h), final
 
 
 class AttentionRecurrence(GradientCheckpointingLayer):
@@ -178,7 +225,7 @@ class RNNEncoder(nn.Module):
         self.num_directions = 2 if config.rnn_bidirectional_encoder else 1
         self.output_size = self.num_directions * config.hidden_size
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
-        self.embed_norm = nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.embed_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=False)
         self.dropout = nn.Dropout(config.dropout)
         self.recurrence = Recurrence(
             config.rnn_cell, config.hidden_size, config.hidden_size, num_layers, config.dropout,
@@ -208,7 +255,7 @@ class RNNEncoder(nn.Module):
 class RNNDecoder(nn.Module):
     """Multi-layer LSTM/GRU decoder: a recurrent LM, or, with `encoder_hidden_size`, an attention decoder.
 
-    `(input_ids | inputs_embeds, attention_mask, encoder states, cache) -> (B, T, H)`. RMS norms on the
+    `(input_ids | inputs_embeds, attention_mask, encoder states, cache) -> (B, T, H)`. LayerNorms on the
     embeddings and on the outputs (the LM head is tied to the small-init embeddings): without them a
     2-layer LSTM LM did not get below the unigram loss in 200 steps (docs/ARCHITECTURE.md).
     """
@@ -224,9 +271,9 @@ class RNNDecoder(nn.Module):
         self.attention = config.rnn_attention if encoder_hidden_size is not None else "none"
 
         self.embed_tokens = nn.Embedding(config.vocab_size, hidden, config.pad_token_id)
-        self.embed_norm = nn.RMSNorm(hidden, eps=config.norm_eps)
+        self.embed_norm = nn.LayerNorm(hidden, eps=config.norm_eps, bias=False)
         self.dropout = nn.Dropout(config.dropout)
-        self.norm = nn.RMSNorm(hidden, eps=config.norm_eps)
+        self.norm = nn.LayerNorm(hidden, eps=config.norm_eps, bias=False)
         if self.attention == "none":
             self.recurrence = Recurrence(self.cell, hidden, hidden, num_layers, config.dropout)
         else:

@@ -18,9 +18,11 @@ from ..train import (
     HfLlmTrainer,
     build_model,
     finish_run,
+    fit_lengths,
     train_and_evaluate,
     get_tokenizer,
     prepare_output_dir,
+    trainer_options,
     training_arguments,
 )
 from .metrics import classification_metrics
@@ -70,12 +72,13 @@ def run(recipe: Recipe, overwrite: bool = False) -> dict:
     tokenizer = get_tokenizer(recipe, raw["train"], [data.text_column])
     model = build_model(recipe, tokenizer, AutoModelForSequenceClassification, num_labels=len(label2id),
                         id2label=id2label, label2id=label2id)
+    fit_lengths(model, data, ("max_source_length",), truncate=True)
     tokenized = tokenize(raw, tokenizer, recipe, label2id)
     args = training_arguments(recipe, eval_on_start=resume is None)
     trainer = HfLlmTrainer(
         model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
         data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-        compute_metrics=compute_metrics_for(len(tokenized["validation"])),
+        compute_metrics=compute_metrics_for(len(tokenized["validation"])), **trainer_options(recipe),
     )
     os.makedirs(args.output_dir, exist_ok=True)
     train_result, metrics = train_and_evaluate(trainer, resume, with_perplexity=False)

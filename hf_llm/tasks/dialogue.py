@@ -22,11 +22,13 @@ from ..train import (
     HfLlmSeq2SeqTrainer,
     build_model,
     finish_run,
+    fit_lengths,
     train_and_evaluate,
     get_tokenizer,
     perplexity,
     prepare_output_dir,
     set_generation_config,
+    trainer_options,
     training_arguments,
 )
 from .warm_start import build_seq2seq
@@ -132,6 +134,7 @@ def run(recipe: Recipe, overwrite: bool = False) -> dict:
         model, warm_report = build_seq2seq(recipe, tokenizer)
     else:
         model = build_model(recipe, tokenizer, AutoModelForCausalLM)
+    fit_lengths(model, data, ("block_size", "max_source_length", "max_target_length"), truncate=True)
     prepare(recipe, raw, tokenizer, model)
     intended_generation = copy.deepcopy(model.generation_config)
     tokenized = tokenize(raw, tokenizer, recipe, encoder_decoder)
@@ -140,7 +143,7 @@ def run(recipe: Recipe, overwrite: bool = False) -> dict:
     trainer = HfLlmSeq2SeqTrainer(
         model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model if encoder_decoder else None),
-        processing_class=tokenizer,
+        processing_class=tokenizer, **trainer_options(recipe),
     )
     os.makedirs(args.output_dir, exist_ok=True)
     train_result, metrics = train_and_evaluate(trainer, resume)

@@ -22,13 +22,14 @@ from ..pipelines import encode_sources
 from ..recipes import Recipe, RecipeError
 from ..train import (
     HfLlmSeq2SeqTrainer,
-    check_lengths,
+    fit_lengths,
     finish_run,
     train_and_evaluate,
     get_tokenizer,
     perplexity,
     prepare_output_dir,
     set_generation_config,
+    trainer_options,
     training_arguments,
 )
 from .metrics import summarization_metrics, translation_metrics
@@ -104,6 +105,7 @@ def make_trainer(recipe: Recipe, model, tokenizer, tokenized, **argument_overrid
         model=model, args=args, train_dataset=tokenized.get("train"), eval_dataset=tokenized["validation"],
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model), processing_class=tokenizer,
         compute_metrics=make_compute_metrics(recipe, tokenizer, len(tokenized["validation"])),
+        **trainer_options(recipe),
     )
 
 
@@ -115,7 +117,7 @@ def run(recipe: Recipe, overwrite: bool = False) -> dict:
     pairs = pair_extractor(recipe, raw)
     tokenizer = get_tokenizer(recipe, raw["train"], texts_of=lambda batch: [t for side in pairs(batch) for t in side if t])
     model, warm_report = build_seq2seq(recipe, tokenizer)
-    check_lengths(model, max(data.max_source_length, data.max_target_length), "data.max_source_length")
+    fit_lengths(model, data, ("max_source_length", "max_target_length"), truncate=True)
     set_generation_config(model, recipe, tokenizer)
     # Target length as max_length (decoder start + tokens): Seq2SeqTrainer fills max_length into the config
     # during evaluation, which with max_new_tokens would warn at every batch.

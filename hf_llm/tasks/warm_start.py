@@ -41,7 +41,10 @@ def build_seq2seq(recipe: Recipe, tokenizer) -> tuple[HfLlmForSeq2SeqLM, dict | 
 
 
 def warm_start(recipe: Recipe, lm_path: str, tokenizer) -> tuple[HfLlmForSeq2SeqLM, dict]:
-    lm = AutoModelForCausalLM.from_pretrained(lm_path)
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(lm_path, use_safetensors=True)
+    except (OSError, ValueError) as error:
+        raise RecipeError(f"model.name_or_path: cannot load {lm_path}: {error}") from None
     if getattr(lm.config, "model_type", None) != "hf_llm":
         raise RecipeError(f"model.name_or_path: {lm_path} is not an hf_llm model, so it cannot warm-start one.")
     if lm.config.vocab_size < len(tokenizer):

@@ -1,0 +1,348 @@
+"""Robustness: every bad input is one clear error (exit 2, no traceback, nothing written over an existing
+output); interrupted runs resume exactly; checkpoints are written atomically; non-finite losses stop (or
+skip) cleanly; loading is safe and strict; long inputs are handled."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from test_pretraining import write_recipe
+from test_tasks import write_task_recipe
+from transformers import AutoModelForCausalLM
+from transformers.trainer_utils import get_last_checkpoint
+
+import hf_llm
+import hf_llm.train as hf_train
+from hf_llm.cli import main
+
+
+@pytest.fixture(scope="module")
+def docs(tmp_path_factory):
+    from hf_llm import corpus
+
+    folder = tmp_path_factory.mktemp("docs")
+    files = corpus.corpus_files()
+    out = {}
+    for split, count in (("train", 300), ("validation", 40)):
+        with open(files[split]) as src, open(folder / f"{split}.jsonl", "w") as dst:
+            for _, line in zip(range(count), src):
+                dst.write(line)
+        out[split] = str(folder / f"{split}.jsonl")
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained_lm(docs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("lm")
+    assert main(["train", write_recipe(root / "r.yaml", "transformer", root / "run", docs, max_steps=3,
+                                        save_strategy="no")]) == 0
+    return root / "run"
+
+
+def snapshot(folder) -> dict:
+    return {p: (folder / p).read_bytes() for p in sorted(os.listdir(folder))} if folder.exists() else {}
+
+
+# --------------------------------------------------------------------------------------------------
+# The battery: (description, command builder, expected message). Every train command runs with --overwrite
+# on a folder that already holds a run, so "nothing is written" is checked even when writing is allowed.
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def bad_inputs(tmp_path, docs, trained_lm):
+    lm = lambda *overrides, recipe=None: ["train", recipe or write_recipe(tmp_path / "r.yaml", "transformer", tmp_path / "out", docs), *overrides, "--overwrite"]  # noqa: E731
+    task = lambda name, *overrides, **kw: ["train", write_task_recipe(tmp_path, name, "transformer", **kw), *overrides, "--overwrite"]  # noqa: E731
+    broken_yaml = tmp_path / "broken.yaml"
+    broken_yaml.write_text("model: [unclosed\n")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    malformed = tmp_path / "malformed.jsonl"
+    malformed.write_text('{"text": "fine"}\n{"text": oops}\n')
+    no_text = _jsonl(tmp_path / "notext.jsonl", [{"body": f"row {i}"} for i in range(20)])
+    short = _jsonl(tmp_path / "short.jsonl", [{"text": "tiny"} for _ in range(10)])
+    one_label = _jsonl(tmp_path / "onelabel.jsonl", [{"text": f"t {i}", "label": "pos"} for i in range(20)])
+    no_assistant = _jsonl(tmp_path / "noassistant.jsonl", [{"messages": [{"role": "user", "content": "hi"}]}] * 10)
+    pairs = _jsonl(tmp_path / "pairs.jsonl", [{"translation": {"en": "a b", "fr": "c d"}}] * 10)
+    (tmp_path / "notes.xml").write_text("<x/>")
+    bin_only = tmp_path / "bin_only"
+    bin_only.mkdir()
+    shutil.copy(trained_lm / "config.json", bin_only / "config.json")
+    torch.save({}, bin_only / "pytorch_model.bin")
+    misfit = tmp_path / "misfit"
+    shutil.copytree(trained_lm, misfit)
+    config = json.loads((misfit / "config.json").read_text())
+    config["num_hidden_layers"] = 3
+    (misfit / "config.json").write_text(json.dumps(config))
+    big_tokenizer = tmp_path / "big_tokenizer"
+    hf_llm.tokenizer.train_tokenizer(["word " * 50 + str(i) for i in range(2000)], vocab_size=900,
+                                     min_frequency=1).save_pretrained(big_tokenizer)
+    return [
+        # model configuration (recipe `model` section)
+        ("unknown backbone", lm("model.backbone=lstm"), "backbone='lstm' is not a backbone"),
+        ("heads do not divide", lm("model.hidden_size=30"), "hidden_size=30 is not divisible by num_attention_heads=4"),
+        ("unknown attention", lm("model.rnn_attention=dot"), "rnn_attention='dot' is not supported"),
+        ("bad conv spec", lm("model.cnn_decoder_spec=[[32,0]]"), "cnn_decoder_spec=[[32, 0]] must be a non-empty list"),
+        ("dropout out of range", lm("model.dropout=2.0"), "dropout=2.0 must be a number in [0, 1)"),
+        ("seq2seq for causal LM", lm("model.is_encoder_decoder=true"), "task causal_lm trains a decoder-only model"),
+        ("unknown preset", lm("model.preset=lstm_huge"), "model.preset: unknown preset 'lstm_huge'"),
+        # recipe
+        ("unknown section", lm("optimizer.lr=1"), "Unknown section 'optimizer'"),
+        ("unknown key", lm("training.max_step=3"), "Unknown key 'training.max_step'"),
+        ("wrong type", lm("data.block_size=big"), "'data.block_size' must be int"),
+        ("malformed override", lm("blocksize=3"), "must look like section.key=value"),
+        ("missing recipe", ["train", "no_such_recipe.yaml"], "Recipe file not found: no_such_recipe.yaml"),
+        ("invalid YAML", ["train", str(broken_yaml)], "is not valid YAML"),
+        ("unknown task", ["train", write_recipe(tmp_path / "t.yaml", "transformer", tmp_path / "out", docs)],
+         None),  # placeholder replaced below
+        ("bad eval strategy", lm("training.eval_strategy=sometimes"), "'training.eval_strategy' must be one of"),
+        ("bad nonfinite policy", lm("training.on_nonfinite_loss=ignore"), "'training.on_nonfinite_loss' must be"),
+        ("zero beams", lm("generation.num_beams=0"), "generation.num_beams must be at least 1"),
+        ("zero block size", lm("data.block_size=0"), "data.block_size must be a positive integer"),
+        # data files
+        ("missing train file", lm("data.train_file=/no/such.jsonl"), "data.train_file: file not found: /no/such.jsonl"),
+        ("empty train file", lm(f"data.train_file={empty}", "data.validation_file=null"), "is empty"),
+        ("unsupported format", lm(f"data.train_file={tmp_path / 'notes.xml'}", "data.validation_file=null"),
+         "use a .txt, .jsonl/.json, .csv or .parquet file"),
+        ("missing text column", lm(f"data.train_file={no_text}", "data.validation_file=null"),
+         "has no column 'text' (set by data.text_column)"),
+        ("malformed JSON lines", lm(f"data.train_file={malformed}", "data.validation_file=null"), "Cannot read the data"),
+        ("too little text for a block", lm(f"data.train_file={short}", "data.validation_file=null", "data.block_size=64"),
+         "fewer than data.block_size=64 tokens"),
+        ("unknown language", task("translation", "data.source_lang=de"), "data.source_lang='de' is not a language"),
+        ("single label", task("classification", f"data.train_file={one_label}", "data.dataset_name=null"),
+         "holds a single label"),
+        ("chat without assistant", task("dialogue", f"data.train_file={no_assistant}", "data.dataset_name=null"),
+         "has no assistant turn"),
+        ("translation without target", task("translation", f"data.train_file={pairs}", "data.dataset_name=null",
+                                            "data.target_lang=null"), "need data.source_lang and data.target_lang"),
+        # tokenizer
+        ("tokenizer folder missing", lm("tokenizer.name_or_path=./no/tokenizer"), "tokenizer.name_or_path: folder not found"),
+        ("vocabulary too small", lm("tokenizer.vocab_size=100"), "tokenizer.vocab_size must be at least 300"),
+        ("tokenizer larger than the model", lm(f"model.name_or_path={trained_lm}", f"tokenizer.name_or_path={big_tokenizer}"),
+         "The tokenizer has 900 tokens but the model"),
+        # checkpoints
+        ("weights that do not fit the config", lm(f"model.name_or_path={misfit}"), "do not fit its config"),
+        ("nothing to resume", lm("training.resume_from_checkpoint=true"), "holds no checkpoint-* folder"),
+        # command-line arguments
+        ("generate: missing model", ["generate", str(tmp_path / "nope"), "hi"], "Model folder not found"),
+        ("generate: zero new tokens", ["generate", str(trained_lm), "hi", "--max-new-tokens", "0"], "--max-new-tokens must be positive"),
+        ("generate: zero beams", ["generate", str(trained_lm), "hi", "--num-beams", "0"], "--num-beams must be positive"),
+        ("generate: negative temperature", ["generate", str(trained_lm), "hi", "--do-sample", "--temperature", "-1"], "generate:"),
+        ("generate: pickled weights only", ["generate", str(bin_only), "hi"], "Cannot load the model"),
+        ("eval: not a model", ["eval", str(tmp_path)], "holds no config.json"),
+        ("push: no safetensors", ["push", str(bin_only), "me/x"], "holds no safetensors weights"),
+        ("chat: missing model", ["chat", str(tmp_path / "nope")], "Model folder not found"),
+    ]
+
+
+def test_every_bad_input_is_one_clear_error_and_writes_nothing(tmp_path, docs, trained_lm, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", open(os.devnull))
+    cases = bad_inputs(tmp_path, docs, trained_lm)
+    # the unknown-task case needs its own recipe file
+    task_recipe = tmp_path / "task.yaml"
+    task_recipe.write_text(yaml.safe_dump({"task": "poetry"}))
+    cases = [(d, ["train", str(task_recipe)], "Unknown task 'poetry'") if d == "unknown task" else (d, c, m)
+             for d, c, m in cases]
+    assert len(cases) >= 30
+    existing = tmp_path / "out"  # every train command's output_dir, already holding a run
+    existing.mkdir()
+    (existing / "model.safetensors").write_bytes(b"precious weights")
+    (existing / "notes.txt").write_text("keep me")
+    before = snapshot(existing)
+    failures = []
+    for description, command, message in cases:
+        capsys.readouterr()
+        code = main(command)
+        err = capsys.readouterr().err.strip()
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        if code != 2 or len(lines) != 1 or "Traceback" in err or message not in lines[0]:
+            failures.append(f"{description}: exit {code}, stderr {err[-400:]!r}")
+        if snapshot(existing) != before:
+            failures.append(f"{description}: the existing output folder changed")
+    assert not failures, "\n".join(failures)
+
+
+# --------------------------------------------------------------------------------------------------
+def weights(folder) -> dict:
+    return load_file(os.path.join(folder, "model.safetensors"))
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(docs, tmp_path):
+    """SIGKILL midway, resume from the last checkpoint, end with the uninterrupted run's weights."""
+    steps = dict(max_steps=400, save_steps=25, save_strategy="steps", logging_steps=25, save_total_limit=2)
+    whole = tmp_path / "whole"
+    assert main(["train", write_recipe(tmp_path / "a.yaml", "rnn", whole, docs, **steps)]) == 0
+
+    killed = tmp_path / "killed"
+    recipe = write_recipe(tmp_path / "b.yaml", "rnn", killed, docs, **steps)
+    process = subprocess.Popen([sys.executable, "-m", "hf_llm.cli", "train", recipe], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # same thread count as the in-process runs
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        last = get_last_checkpoint(str(killed)) if killed.is_dir() else None
+        if last and int(last.rsplit("-", 1)[1]) >= 50:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "model.safetensors").exists(), "killed before the end"
+    interrupted_at = int(get_last_checkpoint(str(killed)).rsplit("-", 1)[1])
+    assert 50 <= interrupted_at < 400
+
+    recipe = write_recipe(tmp_path / "c.yaml", "rnn", killed, docs, **steps, resume_from_checkpoint=True)
+    assert main(["train", recipe]) == 0
+    a, b = weights(whole), weights(killed)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=0, rtol=0)
+
+
+def test_a_crash_during_a_checkpoint_save_leaves_the_previous_checkpoint(docs, tmp_path, monkeypatch):
+    saves = []
+    original = hf_train.HfLlmTrainer._save_optimizer_and_scheduler
+
+    def crash_on_second_save(self, output_dir):
+        saves.append(output_dir)
+        if len(saves) == 2:
+            raise OSError("disk full (simulated)")
+        return original(self, output_dir)
+
+    monkeypatch.setattr(hf_train.HfLlmTrainer, "_save_optimizer_and_scheduler", crash_on_second_save)
+    output_dir = tmp_path / "run"
+    recipe = write_recipe(tmp_path / "r.yaml", "cnn", output_dir, docs, max_steps=12, save_steps=4,
+                          save_strategy="steps")
+    with pytest.raises(OSError, match="disk full"):
+        main(["train", recipe])
+    assert sorted(p for p in os.listdir(output_dir) if p.startswith("checkpoint-")) == ["checkpoint-4"]
+    assert get_last_checkpoint(str(output_dir)).endswith("checkpoint-4")
+    model = AutoModelForCausalLM.from_pretrained(output_dir / "checkpoint-4")
+    assert model.config.backbone == "cnn"
+    assert not (output_dir / "model.safetensors").exists()
+    # ... and the run resumes from it.
+    monkeypatch.setattr(hf_train.HfLlmTrainer, "_save_optimizer_and_scheduler", original)
+    resume = write_recipe(tmp_path / "s.yaml", "cnn", output_dir, docs, max_steps=12, save_steps=4,
+                          save_strategy="steps", resume_from_checkpoint=True)
+    assert main(["train", resume]) == 0
+    assert (output_dir / "model.safetensors").exists()
+
+
+def poison_loss(monkeypatch, at_call: int):
+    original = hf_llm.HfLlmForCausalLM.forward
+    calls = {"n": 0}
+
+    @functools.wraps(original)  # the Trainer reads the signature to pick the dataset columns
+    def forward(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        if self.training and out.loss is not None:
+            calls["n"] += 1
+            if calls["n"] == at_call:
+                out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(hf_llm.HfLlmForCausalLM, "forward", forward)
+
+
+def test_a_non_finite_loss_stops_the_run_keeping_the_last_good_checkpoint(docs, tmp_path, monkeypatch, capsys):
+    poison_loss(monkeypatch, at_call=7)
+    output_dir = tmp_path / "run"
+    recipe = write_recipe(tmp_path / "r.yaml", "transformer", output_dir, docs, max_steps=12, save_steps=5,
+                          save_strategy="steps")
+    assert main(["train", recipe]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"error: Non-finite training loss \(nan\) at step 7: training stopped.*checkpoint-5", err), err
+    assert sorted(p for p in os.listdir(output_dir) if p.startswith("checkpoint-")) == ["checkpoint-5"]
+    assert not (output_dir / "model.safetensors").exists()
+    good = weights(output_dir / "checkpoint-5")
+    assert all(torch.isfinite(t).all() for t in good.values())
+
+
+def test_a_non_finite_loss_can_skip_the_step_instead(docs, tmp_path, monkeypatch, caplog):
+    poison_loss(monkeypatch, at_call=3)
+    output_dir = tmp_path / "run"
+    recipe = write_recipe(tmp_path / "r.yaml", "transformer", output_dir, docs, max_steps=6, save_strategy="no",
+                          on_nonfinite_loss="skip")
+    assert main(["train", recipe]) == 0
+    assert all(torch.isfinite(t).all() for t in weights(output_dir).values())
+    assert "Non-finite loss (nan) at step 3: step skipped" in caplog.text
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+
+
+# --------------------------------------------------------------------------------------------------
+def test_loading_is_safetensors_only_and_torch_load_is_never_unsafe():
+    package = os.path.dirname(hf_llm.__file__)
+    for root, _, files in os.walk(package):
+        for name in files:
+            if name.endswith(".py"):
+                source = open(os.path.join(root, name)).read()
+                for call in re.findall(r"torch\.load\([^)]*\)", source):
+                    assert "weights_only=True" in call, f"{name}: {call}"
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"vocab_size": 2000}, "some tensors have other shapes"),
+    ({"num_hidden_layers": 3}, "tensors are missing"),
+    ({"num_hidden_layers": 1}, "tensors are not used"),
+    ({"backbone": "rnn"}, "the config's family or layer count differs"),
+])
+def test_a_checkpoint_whose_config_and_weights_disagree_fails_clearly(trained_lm, tmp_path, edit, message):
+    folder = tmp_path / "edited"
+    shutil.copytree(trained_lm, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(edit)
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=message):
+        AutoModelForCausalLM.from_pretrained(folder)
+    with pytest.raises(ValueError, match=message):  # the remote-code path runs the same class code
+        hf_llm.HfLlmForCausalLM.from_pretrained(folder)
+
+
+def test_weights_that_fit_still_load_across_heads(trained_lm):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(trained_lm, num_labels=3)
+    lm = AutoModelForCausalLM.from_pretrained(trained_lm)
+    torch.testing.assert_close(model.model.decoder.embed_tokens.weight, lm.model.decoder.embed_tokens.weight)
+
+
+# --------------------------------------------------------------------------------------------------
+def test_long_inputs(docs, tmp_path, trained_lm, capsys, caplog):
+    # The convolutional family has learned positions: a longer input is a clear error...
+    config = hf_llm.HfLlmConfig(backbone="cnn", vocab_size=64, hidden_size=16, num_hidden_layers=1,
+                                max_position_embeddings=8)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    with pytest.raises(ValueError, match="reaches position 8 but this convolutional model has learned positions for 8"):
+        model(torch.randint(3, 64, (1, 9)))
+    model(torch.randint(3, 64, (1, 8)))
+    # ... pretraining blocks beyond the limit are an error, task inputs are truncated with a warning ...
+    recipe = write_recipe(tmp_path / "r.yaml", "cnn", tmp_path / "run", docs, max_steps=2)
+    assert main(["train", recipe, "model.max_position_embeddings=16", "data.block_size=32"]) == 2
+    assert "data.block_size=32 exceeds the model's max_position_embeddings=16" in capsys.readouterr().err
+    recipe = write_task_recipe(tmp_path, "translation", "cnn", max_steps=2, data={"max_source_length": 64})
+    assert main(["train", recipe, "model.max_position_embeddings=32"]) == 0
+    assert "data.max_source_length=64 exceeds max_position_embeddings=32" in caplog.text
+    # ... and an over-long prompt keeps its last tokens. The Transformer and the RNN have no limit.
+    for family in ("transformer", "rnn"):
+        config = hf_llm.HfLlmConfig(backbone=family, vocab_size=64, hidden_size=16, num_hidden_layers=1,
+                                    num_attention_heads=2, max_position_embeddings=8)
+        AutoModelForCausalLM.from_config(config).eval()(torch.randint(3, 64, (1, 20)))
+    trained = tmp_path / "small_cnn"
+    assert main(["train", write_recipe(tmp_path / "s.yaml", "cnn", trained, docs, max_steps=2),
+                 "model.max_position_embeddings=32"]) == 0
+    capsys.readouterr()
+    assert main(["generate", str(trained), "word " * 60, "--max-new-tokens", "3", "--no-do-sample"]) == 0
+    assert "its last 29 tokens are used" in capsys.readouterr().err
