@@ -61,7 +61,10 @@ def apply_budget(recipe: Recipe, budget: tuple[str, float] | None) -> None:
     else:  # minutes: the same wall time for everyone, steps as many as fit
         training["max_minutes"] = amount
         training["max_steps"] = 10**7
-        training.setdefault("save_strategy", "no")
+        training["save_strategy"] = "no"
+        # The number of steps is unknown in advance: a schedule over 10**7 steps would barely move, so the
+        # learning rate is held constant after warmup, for every candidate alike.
+        training["lr_scheduler_type"] = "constant_with_warmup"
 
 
 def candidate_overlays(recipe: Recipe, backbones: str | None, configs: str | None) -> dict[str, dict]:

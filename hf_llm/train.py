@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 import torch
-from transformers import (  # noqa: F401
+from transformers import (
     AutoModelForCausalLM,
     GenerationConfig,
     Seq2SeqTrainer,

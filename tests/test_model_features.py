@@ -185,3 +185,31 @@ def test_fused_loss_equals_the_plain_loss_and_gradients(case):
     model.eval()
     with torch.no_grad():
         assert model(**batch, labels=labels).logits is not None, "evaluation still returns logits"
+
+
+@pytest.mark.parametrize("chunk_size", [3, 7, 512, None])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_cross_entropy_over_several_chunks_matches_the_plain_loss(chunk_size, dtype):
+    """Loss and both gradients, any chunking (uneven last chunk, ignored labels), fp32 and under bf16 autocast."""
+    from hf_llm.modeling.shared_layers import fused_cross_entropy
+
+    generator = torch.Generator().manual_seed(3)
+    hidden = torch.randn(2, 10, 16, generator=generator)
+    weight = torch.randn(37, 16, generator=generator) * 0.3
+    labels = torch.randint(0, 37, (2, 10), generator=generator)
+    labels[1, 4:7] = -100
+    results = []
+    for fused in (True, False):
+        h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            if fused:
+                loss = fused_cross_entropy(h, w, labels, shift=True, chunk_size=chunk_size)
+            else:
+                logits = (h @ w.t()).float()
+                shifted = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
+                loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 37), shifted.reshape(-1))
+        loss.backward()
+        results.append((loss.detach().float(), h.grad, w.grad))
+    tolerance = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=2e-2, rtol=2e-2)
+    for fused, plain in zip(results[0], results[1]):
+        torch.testing.assert_close(fused.float(), plain.float(), **tolerance)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cases import LM_CASES, SEQ2SEQ_CASES
+from cases import LM_CASES
 from test_invariants import make_lm, make_seq2seq, random_ids
 
 CASES = ["transformer", "rnn-lstm", "rnn-gru", "cnn", "transformer-transformer", "rnn-rnn[lstm,bahdanau,bi]",

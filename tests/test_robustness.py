@@ -17,7 +17,7 @@ import time
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from test_pretraining import write_recipe
 from test_tasks import write_task_recipe
 from transformers import AutoModelForCausalLM

@@ -9,7 +9,6 @@ import json
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,

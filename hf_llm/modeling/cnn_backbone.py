@@ -48,8 +48,14 @@ def cnn_conv(in_channels: int, out_channels: int, kernel_size: int, dropout: flo
     return nn.utils.parametrizations.weight_norm(conv) if weight_norm else conv
 
 
-def check_positions(position_ids: torch.Tensor, limit: int) -> None:
-    """Learned positions stop at `max_position_embeddings`: a longer input is an error, not an IndexError."""
+def check_positions(position_ids: torch.Tensor, limit: int, bound: int | None = None) -> None:
+    """Learned positions stop at `max_position_embeddings`: a longer input is an error, not an IndexError.
+
+    `bound`, when known from shapes (positions made here from the mask are below it), spares the check's
+    device sync (and torch.compile's graph break) whenever it is within the limit.
+    """
+    if (bound is not None and bound <= limit) or torch.compiler.is_compiling():
+        return
     if position_ids.numel() and int(position_ids.max()) >= limit:
         raise ValueError(
             f"The input reaches position {int(position_ids.max())} but this convolutional model has learned "
@@ -163,9 +169,11 @@ class CNNEncoder(nn.Module):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds to the encoder.")
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)  # (B, S, H)
+        bound = None
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask, 0, inputs_embeds.shape[1], inputs_embeds.device)
-        check_positions(position_ids, self.config.max_position_embeddings)
+            bound = inputs_embeds.shape[1]
+        check_positions(position_ids, self.config.max_position_embeddings, bound)
         embedding = self.dropout(self.embed_norm(inputs_embeds + self.embed_positions(position_ids)))  # (B, S, H)
         x = self.fc_in(embedding)  # (B, S, C)
         for layer in self.layers:
@@ -259,6 +267,7 @@ class CNNDecoder(nn.Module):
         self_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
         mask = attention_mask[:, -length:] if attention_mask is not None else None  # the new tokens
 
+        bound = None
         if position_ids is None:
             next_position = None
             if self_cache is not None and self_cache.layers[-1].is_recurrent_states_initialized[0]:
@@ -268,8 +277,9 @@ class CNNDecoder(nn.Module):
             else:
                 past = attention_mask.shape[1] - length if attention_mask is not None else 0
                 position_ids = positions_from_mask(attention_mask, past, length, inputs_embeds.device)
+                bound = past + length
         position_ids = position_ids.expand(inputs_embeds.shape[0], -1)
-        check_positions(position_ids, self.config.max_position_embeddings)
+        check_positions(position_ids, self.config.max_position_embeddings, bound)
         if self_cache is not None:
             self_cache.update_recurrent_state(position_ids[:, -1:] + 1, self.num_layers)
 
