@@ -52,7 +52,7 @@ def check_positions(position_ids: torch.Tensor, limit: int, bound: int | None = 
     """Learned positions stop at `max_position_embeddings`: a longer input is an error, not an IndexError.
 
     `bound`, when known from shapes (positions made here from the mask are below it), spares the check's
-    device sync (and torch.compile's graph break) whenever it is within the limit.
+    device sync (and torch.compile's graph break) whenever it is within the limit. Compiled models skip it.
     """
     if (bound is not None and bound <= limit) or torch.compiler.is_compiling():
         return
