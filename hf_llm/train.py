@@ -228,6 +228,7 @@ class HfLlmTrainerMixin:
       leaves the previous `checkpoint-*` as the last one, loadable;
     - a non-finite training loss stops the run with a clear message (the checkpoints already written are
       the last good ones), or, with `on_nonfinite_loss="skip"`, the step is skipped (its gradients dropped);
+      under DDP every process takes the same decision;
     - `Trainer.push_to_hub` uploads hf_llm's model card instead of writing transformers' own.
     """
 
@@ -241,19 +242,28 @@ class HfLlmTrainerMixin:
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
-        if bool(torch.isfinite(loss).all()):
+        local_bad = not bool(torch.isfinite(loss).all())
+        bad = local_bad
+        if self.args.world_size > 1 and torch.distributed.is_initialized():
+            # Every process must decide alike: the gradients were averaged across processes, so one non-finite
+            # loss poisons them all, and a process that stopped alone would leave the others waiting forever.
+            flag = torch.tensor([float(local_bad)], device=loss.device)
+            torch.distributed.all_reduce(flag)
+            bad = bool(flag.item())
+        if not bad:
             return loss
+        value = loss.item() if local_bad else "on another process"
         step = self.state.global_step + 1
         if self.on_nonfinite_loss == "skip":
             for parameter in model.parameters():
                 parameter.grad = None  # the optimizer skips parameters without a gradient
             self.skipped_steps += 1
-            logger.warning("Non-finite loss (%s) at step %d: step skipped (%d so far).", loss.item(), step,
+            logger.warning("Non-finite loss (%s) at step %d: step skipped (%d so far).", value, step,
                            self.skipped_steps)
             return torch.zeros_like(loss)
         last = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
         raise TrainingStopped(
-            f"Non-finite training loss ({loss.item()}) at step {step}: training stopped, nothing more is written. "
+            f"Non-finite training loss ({value}) at step {step}: training stopped, nothing more is written. "
             + (f"The last good checkpoint is {last}. " if last else "No checkpoint had been written yet. ")
             + "Lower training.learning_rate or set training.max_grad_norm, check the data, or set "
             "training.on_nonfinite_loss=skip to skip such steps."

@@ -27,8 +27,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def launch(launcher: str, recipe: str, report_dir) -> None:
+def launch(launcher: str, recipe: str, report_dir, poison: str | None = None, expect: int = 0, timeout: int = 600):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if poison:
+        env["HF_LLM_TEST_POISON"] = poison
     if launcher == "torchrun":
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
     else:
@@ -36,8 +38,9 @@ def launch(launcher: str, recipe: str, report_dir) -> None:
         command = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                    "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
     result = subprocess.run([*command, WORKER, recipe, str(report_dir)], capture_output=True, text=True, env=env,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
+                            timeout=timeout)
+    assert (result.returncode == 0) == (expect == 0), result.stderr[-4000:]
+    return result
 
 
 @pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
@@ -65,3 +68,25 @@ def test_two_process_training_keeps_replicas_identical_and_counts_each_example_o
     assert not (tmp_path / "run" / "weights-1.json").exists()
     assert sorted(p for p in os.listdir(tmp_path / "run") if p.endswith(".json") and "results" in p) == [
         "all_results.json", "eval_results.json", "train_results.json"]
+
+
+@pytest.mark.parametrize("policy", ["skip", "stop"])
+def test_a_non_finite_loss_on_one_process_is_handled_alike_on_every_process(policy, tmp_path):
+    """Rank 1 alone sees a NaN loss at its 3rd step. Skip: every process drops that step (the averaged gradients
+    are NaN everywhere) and the replicas stay identical and finite. Stop: every process stops, none waits."""
+    recipe = write_task_recipe(
+        tmp_path, "translation", "transformer", max_steps=6, per_device_train_batch_size=4, save_strategy="no",
+        eval_strategy="no", on_nonfinite_loss=policy, data={"max_train_samples": 64, "max_eval_samples": 8},
+    )
+    report = tmp_path / "report"
+    report.mkdir()
+    result = launch("torchrun", recipe, report, poison="1:3", expect=0 if policy == "skip" else 2, timeout=300)
+    if policy == "skip":
+        weights = [json.loads((report / f"weights-{rank}.json").read_text()) for rank in (0, 1)]
+        assert weights[0]["finite"] and weights[1]["finite"], "a NaN step reached the weights"
+        assert weights[0]["digest"] == weights[1]["digest"], "the replicas drifted apart"
+        assert result.stderr.count("step skipped") == 2, "both processes skip the step"
+    else:
+        assert "Non-finite training loss (nan) at step 3" in result.stderr
+        assert "Non-finite training loss (on another process) at step 3" in result.stderr
+        assert not (tmp_path / "run" / "model.safetensors").exists()

@@ -1,15 +1,20 @@
 """Run `hf-llm train RECIPE` in a distributed job and record, per rank, what a test needs to check:
-a digest of the trained weights, and how many predictions each evaluation's metric saw.
+a digest of the trained weights (and whether they are finite), and how many predictions each evaluation's
+metric saw. With HF_LLM_TEST_POISON=RANK:CALL, that rank's CALL-th training forward returns a NaN loss.
 
     torchrun --nproc_per_node 2 tests/scripts/distributed_worker.py RECIPE REPORT_DIR
     accelerate launch --multi_gpu --num_processes 2 tests/scripts/distributed_worker.py RECIPE REPORT_DIR
 """
 
+import functools
 import hashlib
 import json
 import os
 import sys
 
+import torch
+
+import hf_llm
 import hf_llm.tasks.seq2seq as seq2seq
 import hf_llm.train as hf_train
 from hf_llm.cli import main
@@ -28,7 +33,8 @@ def record_weights(train):
         result = train(self, *args, **kwargs)
         blob = b"".join(p.detach().cpu().contiguous().numpy().tobytes() for p in self.model.parameters())
         with open(os.path.join(report_dir, f"weights-{rank}.json"), "w") as f:
-            json.dump({"digest": hashlib.sha256(blob).hexdigest(), "world_size": self.args.world_size}, f)
+            json.dump({"digest": hashlib.sha256(blob).hexdigest(), "world_size": self.args.world_size,
+                       "finite": all(bool(torch.isfinite(p).all()) for p in self.model.parameters())}, f)
         return result
 
     return wrapper
@@ -40,6 +46,26 @@ def record_metrics(predictions, references):
         json.dump(seen, f)
     return original_metrics(predictions, references)
 
+
+def poison(forward, at_call: int):
+    calls = {"n": 0}
+
+    @functools.wraps(forward)  # the Trainer reads the signature to pick the dataset columns
+    def wrapper(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        if self.training and out.loss is not None:
+            calls["n"] += 1
+            if calls["n"] == at_call:
+                out.loss = out.loss * float("nan")
+        return out
+
+    return wrapper
+
+
+if os.environ.get("HF_LLM_TEST_POISON"):
+    poisoned_rank, at_call = map(int, os.environ["HF_LLM_TEST_POISON"].split(":"))
+    if rank == poisoned_rank:
+        hf_llm.HfLlmForSeq2SeqLM.forward = poison(hf_llm.HfLlmForSeq2SeqLM.forward, at_call)
 
 hf_train.HfLlmTrainer.train = record_weights(original_train)
 hf_train.HfLlmSeq2SeqTrainer.train = record_weights(original_s2s_train)
