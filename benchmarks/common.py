@@ -44,9 +44,10 @@ def train_step_fn(model: torch.nn.Module, batch: dict, lr: float = 1e-4) -> Call
 
 @torch.no_grad()
 def decode_tokens_per_second(model, context: int, new_tokens: int, vocab: int, repeats: int = 3) -> float:
-    """Greedy decoding speed with the prefill excluded: (time for 1 + N tokens - time for 1 token) / N."""
+    """Greedy decoding speed with the prefill excluded: (time for 1 + N tokens - time for 1 token) / N.
+    (generate() reads its stopping flags on the host every step, so its wall time includes the device's work.)"""
     model.eval()
-    ids = torch.randint(3, vocab, (1, context), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(3, vocab, (1, context), generator=torch.Generator().manual_seed(0)).to(model.device)
     kwargs = dict(do_sample=False, pad_token_id=0, eos_token_id=None)
     one = lambda: model.generate(ids, max_new_tokens=1, min_new_tokens=1, **kwargs)
     many = lambda: model.generate(ids, max_new_tokens=new_tokens + 1, min_new_tokens=new_tokens + 1, **kwargs)

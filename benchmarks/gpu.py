@@ -13,7 +13,7 @@ once `--budget` seconds have passed.
 2. Training tokens/s and peak memory, fp32 (TF32) and bf16 autocast, SDPA and eager attention: hf_llm's
    three families against GPT2LMHeadModel and LlamaForCausalLM at the bench shapes of benchmarks/run.py
    scaled for a GPU; model FLOPs utilisation against the bf16 matmul peak measured in the same run.
-3. Greedy decoding tokens/s at context 16 and 512 (batch 1, bf16, prefill excluded); seq2seq training and
+3. Greedy decoding tokens/s at context 16 and 512 (batch 1, bf16 weights, prefill excluded); seq2seq training and
    beam-4 generation against BART; gradient checkpointing's memory saving; torch.compile per family.
 """
 
@@ -32,7 +32,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from cases import LM_CASES, SEQ2SEQ_CASES, lm_config, seq2seq_config  # noqa: E402
-from run import decoder_builders, flops_per_token, params, seq2seq_models  # noqa: E402
+import run  # noqa: E402
+from common import decode_tokens_per_second  # noqa: E402
+from run import flops_per_token, params, seq2seq_models  # noqa: E402
 
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
@@ -185,19 +187,6 @@ def train_tokens_per_s(model, shape: dict, dtype: torch.dtype, steps: int = 10, 
     return shape["batch"] * shape["seq"] / seconds, torch.cuda.max_memory_allocated() / 2**20
 
 
-@torch.no_grad()
-def decode_tokens_per_s(model, context: int, vocab: int, new_tokens: int = 64) -> float:
-    """Greedy, batch 1, bf16 weights, prefill excluded: (time for 1 + N tokens - time for 1) / N."""
-    ids = torch.randint(3, vocab, (1, context), device=DEVICE)
-    kwargs = dict(do_sample=False, pad_token_id=0, eos_token_id=None)
-    one = lambda: model.generate(ids, max_new_tokens=1, min_new_tokens=1, **kwargs)  # noqa: E731
-    many = lambda: model.generate(ids, max_new_tokens=new_tokens + 1, min_new_tokens=new_tokens + 1, **kwargs)  # noqa: E731
-    one(), many()
-    t_one = statistics.median(sync_time(one) for _ in range(3))
-    t_many = statistics.median(sync_time(many) for _ in range(3))
-    return new_tokens / max(t_many - t_one, 1e-9)
-
-
 def markdown(results: dict) -> str:
     """The tables of gpu.md, from gpu.json."""
     lines = [f"Device: {results['device']}, torch {results['torch']}, transformers {results['transformers']}; "
@@ -241,8 +230,7 @@ def markdown(results: dict) -> str:
 
 
 def build(shape: dict, name: str):
-    torch.manual_seed(0)
-    return decoder_builders(shape)[name]()
+    return run.build(shape, [name])[name]
 
 
 def main() -> None:
@@ -318,7 +306,7 @@ def main() -> None:
     decode: dict = {}
     for name in TRANSFORMERS + FAMILIES[1:]:
         model = build(shape, name).to(DEVICE, torch.bfloat16).eval()
-        decode[name] = {str(c): round(decode_tokens_per_s(model, c, shape["vocab"])) for c in (16, 512)}
+        decode[name] = {str(c): round(decode_tokens_per_second(model, c, 64, shape["vocab"])) for c in (16, 512)}
         decode[name]["512 / 16"] = round(decode[name]["512"] / decode[name]["16"], 2)
         del model
     save("decode_bf16_batch1", decode)

@@ -14,7 +14,7 @@ import yaml
 from hub_server import LocalHub
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
-from test_pretraining import write_recipe
+from test_pretraining import corpus_sample, write_recipe
 from test_tasks import write_task_recipe
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -73,16 +73,7 @@ print("RESULT " + json.dumps(out))
 def trained(tmp_path_factory):
     """A tiny causal LM and a tiny translation model of every family, trained with `hf-llm train`."""
     root = tmp_path_factory.mktemp("trained")
-    from hf_llm import corpus
-
-    files = corpus.corpus_files()
-    docs = {}
-    for split, count in (("train", 200), ("validation", 30)):
-        path = root / f"{split}.jsonl"
-        with open(files[split]) as src, open(path, "w") as dst:
-            for _, line in zip(range(count), src):
-                dst.write(line)
-        docs[split] = str(path)
+    docs = corpus_sample(root, 200, 30)
     folders = {}
     for family in FAMILIES:
         lm_root = root / f"lm-{family}"

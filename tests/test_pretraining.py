@@ -19,18 +19,22 @@ from hf_llm.cli import main
 BACKBONES = ["transformer", "rnn", "cnn"]
 
 
-@pytest.fixture(scope="module")
-def docs(tmp_path_factory):
-    """A few hundred real documents from the embedded corpus, as local jsonl files."""
-    folder = tmp_path_factory.mktemp("docs")
+def corpus_sample(folder, train: int, validation: int) -> dict[str, str]:
+    """The first documents of the embedded corpus's splits, as local jsonl files: {split: path}."""
     files = corpus.corpus_files()
     out = {}
-    for split, count in (("train", 400), ("validation", 60)):
+    for split, count in (("train", train), ("validation", validation)):
         with open(files[split]) as src, open(folder / f"{split}.jsonl", "w") as dst:
             for _, line in zip(range(count), src):
                 dst.write(line)
         out[split] = str(folder / f"{split}.jsonl")
     return out
+
+
+@pytest.fixture(scope="module")
+def docs(tmp_path_factory):
+    """A few hundred real documents from the embedded corpus, as local jsonl files."""
+    return corpus_sample(tmp_path_factory.mktemp("docs"), 400, 60)
 
 
 def write_recipe(path, backbone: str, output_dir, docs, **training) -> str:

@@ -4,7 +4,6 @@ skip) cleanly; loading is safe and strict; long inputs are handled."""
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -17,8 +16,9 @@ import time
 import pytest
 import torch
 import yaml
+from cases import nan_loss_at
 from safetensors.torch import load_file
-from test_pretraining import write_recipe
+from test_pretraining import corpus_sample, write_recipe
 from test_tasks import write_task_recipe
 from transformers import AutoModelForCausalLM
 from transformers.trainer_utils import get_last_checkpoint
@@ -30,17 +30,7 @@ from hf_llm.cli import main
 
 @pytest.fixture(scope="module")
 def docs(tmp_path_factory):
-    from hf_llm import corpus
-
-    folder = tmp_path_factory.mktemp("docs")
-    files = corpus.corpus_files()
-    out = {}
-    for split, count in (("train", 300), ("validation", 40)):
-        with open(files[split]) as src, open(folder / f"{split}.jsonl", "w") as dst:
-            for _, line in zip(range(count), src):
-                dst.write(line)
-        out[split] = str(folder / f"{split}.jsonl")
-    return out
+    return corpus_sample(tmp_path_factory.mktemp("docs"), 300, 40)
 
 
 @pytest.fixture(scope="module")
@@ -241,19 +231,7 @@ def test_a_crash_during_a_checkpoint_save_leaves_the_previous_checkpoint(docs, t
 
 
 def poison_loss(monkeypatch, at_call: int):
-    original = hf_llm.HfLlmForCausalLM.forward
-    calls = {"n": 0}
-
-    @functools.wraps(original)  # the Trainer reads the signature to pick the dataset columns
-    def forward(self, *args, **kwargs):
-        out = original(self, *args, **kwargs)
-        if self.training and out.loss is not None:
-            calls["n"] += 1
-            if calls["n"] == at_call:
-                out.loss = out.loss * float("nan")
-        return out
-
-    monkeypatch.setattr(hf_llm.HfLlmForCausalLM, "forward", forward)
+    monkeypatch.setattr(hf_llm.HfLlmForCausalLM, "forward", nan_loss_at(hf_llm.HfLlmForCausalLM.forward, at_call))
 
 
 def test_a_non_finite_loss_stops_the_run_keeping_the_last_good_checkpoint(docs, tmp_path, monkeypatch, capsys):

@@ -6,13 +6,15 @@ metric saw. With HF_LLM_TEST_POISON=RANK:CALL, that rank's CALL-th training forw
     accelerate launch --multi_gpu --num_processes 2 tests/scripts/distributed_worker.py RECIPE REPORT_DIR
 """
 
-import functools
 import hashlib
 import json
 import os
 import sys
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
+from cases import nan_loss_at  # noqa: E402
 
 import hf_llm
 import hf_llm.tasks.seq2seq as seq2seq
@@ -47,25 +49,10 @@ def record_metrics(predictions, references):
     return original_metrics(predictions, references)
 
 
-def poison(forward, at_call: int):
-    calls = {"n": 0}
-
-    @functools.wraps(forward)  # the Trainer reads the signature to pick the dataset columns
-    def wrapper(self, *args, **kwargs):
-        out = forward(self, *args, **kwargs)
-        if self.training and out.loss is not None:
-            calls["n"] += 1
-            if calls["n"] == at_call:
-                out.loss = out.loss * float("nan")
-        return out
-
-    return wrapper
-
-
 if os.environ.get("HF_LLM_TEST_POISON"):
     poisoned_rank, at_call = map(int, os.environ["HF_LLM_TEST_POISON"].split(":"))
     if rank == poisoned_rank:
-        hf_llm.HfLlmForSeq2SeqLM.forward = poison(hf_llm.HfLlmForSeq2SeqLM.forward, at_call)
+        hf_llm.HfLlmForSeq2SeqLM.forward = nan_loss_at(hf_llm.HfLlmForSeq2SeqLM.forward, at_call)
 
 hf_train.HfLlmTrainer.train = record_weights(original_train)
 hf_train.HfLlmSeq2SeqTrainer.train = record_weights(original_s2s_train)
