@@ -11,6 +11,8 @@ This file is part of the exported folder: it imports only the standard library a
 
 from __future__ import annotations
 
+import copy
+
 from transformers import PretrainedConfig
 
 BACKBONES = ("transformer", "rnn", "cnn")
@@ -63,7 +65,8 @@ class HfLlmConfig(PretrainedConfig):
 
     Recurrent family (`rnn_*`; width `hidden_size`, depth per side as above, `dropout` between layers):
         rnn_cell: "lstm" or "gru".
-        rnn_bidirectional_encoder: bidirectional encoder (its states are twice as wide; a projection bridges).
+        rnn_bidirectional_encoder: bidirectional encoder, `hidden_size / 2` units per direction (OpenNMT-py's "brnn"),
+            so its states are `hidden_size` wide; needs an even `hidden_size`.
         rnn_attention: attention of an RNN decoder over the encoder, "bahdanau" (additive, Bahdanau et al.
             2015), "luong_dot" / "luong_general" (Luong et al. 2015) or "none". A decoder-only RNN LM has no
             encoder and ignores it.
@@ -184,6 +187,32 @@ class HfLlmConfig(PretrainedConfig):
             return [(self.hidden_size, self.cnn_kernel_size)] * layers
         return [(int(channels), int(kernel)) for channels, kernel in spec]
 
+    def get_text_config(self, decoder: bool | None = None, encoder: bool | None = None) -> "HfLlmConfig":
+        """The config itself, or for one side of an encoder-decoder (`decoder=True` / `encoder=True`) a copy whose
+        `num_hidden_layers` is that side's layer count. (transformers' default for flat encoder-decoder configs
+        renames every `decoder_*` field, which would turn `decoder_backbone` into `backbone` and a default
+        `decoder_layers=None` into `num_hidden_layers=None`.)"""
+        side = "decoder" if decoder and not encoder else "encoder" if encoder and not decoder else None
+        if side is None or not self.is_encoder_decoder or self.side_layers(side) == self.num_hidden_layers:
+            return self
+        view = copy.deepcopy(self)
+        view.encoder_layers, view.decoder_layers = self.side_layers("encoder"), self.side_layers("decoder")
+        view.num_hidden_layers = self.side_layers(side)
+        return view
+
+    # What transformers' caches read about the decoder's per-token state: a Transformer caches keys/values per head;
+    # the recurrent and convolutional families cache one per-token vector per block, as a single "head"
+    # (cache_layers.py).
+    @property
+    def num_key_value_heads(self) -> int:
+        return self.num_attention_heads if self.side_backbone("decoder") == "transformer" else 1
+
+    @property
+    def head_dim(self) -> int:
+        if self.side_backbone("decoder") == "transformer":
+            return self.hidden_size // self.num_attention_heads
+        return self.hidden_size
+
     def used_backbones(self) -> list[str]:
         sides = ["encoder", "decoder"] if self.is_encoder_decoder else ["decoder"]
         return [self.side_backbone(side) for side in sides]
@@ -235,6 +264,12 @@ class HfLlmConfig(PretrainedConfig):
         for name in ("tie_word_embeddings", "fused_loss", "rnn_bidirectional_encoder", "rnn_input_feeding", "cnn_weight_norm"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be true or false.")
+        if (self.is_encoder_decoder and self.side_backbone("encoder") == "rnn" and self.rnn_bidirectional_encoder
+                and self.hidden_size % 2):
+            raise ValueError(
+                f"rnn_bidirectional_encoder=True splits hidden_size={self.hidden_size} between two directions: choose an "
+                "even hidden_size or set rnn_bidirectional_encoder=False."
+            )
         for name, allowed in (("rnn_cell", RNN_CELLS), ("rnn_attention", RNN_ATTENTIONS), ("rnn_init_state", RNN_INIT_STATES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not supported; allowed values are {list(allowed)}.")

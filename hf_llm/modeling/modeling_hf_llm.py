@@ -31,15 +31,16 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_utils import PreTrainedModel
 from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_hf_llm import HfLlmConfig
 from .shared_layers import HfLlmEncoderOutput, fused_cross_entropy, shift_tokens_right, token_cross_entropy
-from .cnn_backbone import CNNDecoder, CNNEncoder
-from .rnn_backbone import RNNDecoder, RNNEncoder
-from .transformer_backbone import HfLlmRotaryEmbedding, TransformerDecoder, TransformerEncoder
+from .cnn_backbone import HfLlmCNNDecoder, HfLlmCNNEncoder
+from .rnn_backbone import HfLlmRNNDecoder, HfLlmRNNEncoder
+from .transformer_backbone import HfLlmRotaryEmbedding, HfLlmTransformerDecoder, HfLlmTransformerEncoder
 
-ENCODERS = {"transformer": TransformerEncoder, "rnn": RNNEncoder, "cnn": CNNEncoder}
-DECODERS = {"transformer": TransformerDecoder, "rnn": RNNDecoder, "cnn": CNNDecoder}
+ENCODERS = {"transformer": HfLlmTransformerEncoder, "rnn": HfLlmRNNEncoder, "cnn": HfLlmCNNEncoder}
+DECODERS = {"transformer": HfLlmTransformerDecoder, "rnn": HfLlmRNNDecoder, "cnn": HfLlmCNNDecoder}
 
 
 class HfLlmPreTrainedModel(PreTrainedModel):
@@ -52,7 +53,8 @@ class HfLlmPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_attention_backend = True
     _no_split_modules = [
-        "TransformerEncoderLayer", "TransformerDecoderLayer", "Recurrence", "AttentionRecurrence", "ConvBlock"
+        "HfLlmTransformerEncoderLayer", "HfLlmTransformerDecoderLayer", "HfLlmRecurrence", "HfLlmAttentionRecurrence",
+        "HfLlmConvBlock",
     ]
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -90,12 +92,15 @@ class HfLlmPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, strict about weights that do not fit the config.
+        """`PreTrainedModel.from_pretrained`, strict about a checkpoint that only partly fits the config.
 
-        transformers only warns when a checkpoint's config and weights disagree in layer count or family (the
-        missing tensors are silently initialised at random); here that is an error. Head tensors (`lm_head`,
-        `score`) may be new, and a checkpoint of another head (a seq2seq model loaded for classification)
-        may carry tensors this head does not use.
+        transformers only warns when some of a checkpoint's tensors fit the model and others are missing or left
+        over (a config whose family or layer count differs from the saved weights: the rest would silently be
+        initialised at random); here that is an error. A checkpoint with none of the model's tensors (a fresh
+        initialisation, `state_dict={}`) loads as in transformers, and so do new head tensors (`lm_head`, `score`)
+        and the tensors of another head that this one does not use (a seq2seq checkpoint loaded for
+        classification). Tensors of other shapes are an error unless `ignore_mismatched_sizes=True`
+        re-initialises them.
         """
         output_loading_info = kwargs.pop("output_loading_info", False)
         try:
@@ -105,16 +110,18 @@ class HfLlmPreTrainedModel(PreTrainedModel):
         except RuntimeError as error:
             if "ignore_mismatched_sizes" not in str(error):
                 raise
-            raise ValueError(
+            raise RuntimeError(
                 f"The weights in {pretrained_model_name_or_path} do not fit its config: some tensors have other "
                 "shapes (was vocab_size or hidden_size edited in config.json?). Use the config saved with the "
                 "weights, or pass ignore_mismatched_sizes=True to re-initialise the mismatched tensors."
             ) from None
         heads = ("lm_head.", "score.")
-        missing = sorted(k for k in info["missing_keys"] if not k.startswith(heads))
+        mismatched = {key for key, *_ in info.get("mismatched_keys", [])}
+        missing = sorted(k for k in info["missing_keys"] if not k.startswith(heads) and k not in mismatched)
+        loaded = set(model.state_dict()) - set(info["missing_keys"]) - mismatched
         same_head = cls.__name__ in (getattr(model.config, "architectures", None) or [cls.__name__])
         unexpected = sorted(info["unexpected_keys"]) if same_head else []
-        if missing or unexpected:
+        if loaded and (missing or unexpected):
             config = model.config
             sides = ["encoder", "decoder"] if config.is_encoder_decoder else ["decoder"]
             described = ", ".join(f"{side}: {config.side_backbone(side)} x {config.side_layers(side)}" for side in sides)
@@ -126,12 +133,6 @@ class HfLlmPreTrainedModel(PreTrainedModel):
                 "with the weights."
             )
         return (model, info) if output_loading_info else model
-
-    @classmethod
-    def _supports_default_dynamic_cache(cls) -> bool:
-        # Every decoder builds the cache it needs (key/value, recurrent or convolutional) on its first cached
-        # forward; generate() must not impose a DynamicCache of attention layers on it.
-        return False
 
     def _fused_loss(self, logits_to_keep) -> bool:
         """Training forwards with labels compute the loss without materialising logits (`config.fused_loss`)."""
@@ -145,6 +146,14 @@ class HfLlmPreTrainedModel(PreTrainedModel):
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training
         return bool(use_cache)
+
+    def _output_flags(self, output_attentions: bool | None, output_hidden_states: bool | None) -> tuple[bool, bool]:
+        """HF semantics: a flag left at None takes the config's value."""
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        return bool(output_attentions), bool(output_hidden_states)
 
 
 class HfLlmModel(HfLlmPreTrainedModel):
@@ -180,6 +189,7 @@ class HfLlmModel(HfLlmPreTrainedModel):
         return self.encoder
 
     @deprecate_kwarg("past_key_values", "6.0.0", new_name="cache")
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -193,22 +203,32 @@ class HfLlmModel(HfLlmPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         decoder_inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast | Seq2SeqModelOutput:
         use_cache = self._use_cache(use_cache)
+        output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
+        flags = dict(output_attentions=output_attentions, output_hidden_states=output_hidden_states)
         if not self.config.is_encoder_decoder:
-            return self.decoder(
+            outputs = self.decoder(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
                 inputs_embeds=inputs_embeds,
                 cache=cache,
                 use_cache=use_cache,
+                **flags,
+            )
+            return BaseModelOutputWithPast(
+                last_hidden_state=outputs.last_hidden_state, cache=outputs.cache,
+                hidden_states=outputs.hidden_states, attentions=outputs.attentions,
             )
 
         if encoder_outputs is None:
             encoder_outputs = self.encoder(
-                input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, position_ids=position_ids
+                input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, position_ids=position_ids,
+                **flags,
             )
         elif not isinstance(encoder_outputs, HfLlmEncoderOutput):
             # A plain tuple or another ModelOutput (e.g. from a user's own encoder call).
@@ -223,17 +243,21 @@ class HfLlmModel(HfLlmPreTrainedModel):
             attention_mask=decoder_attention_mask,
             position_ids=decoder_position_ids,
             inputs_embeds=decoder_inputs_embeds,
-            encoder_hidden_states=encoder_outputs.last_hidden_state,
+            encoder_outputs=encoder_outputs,
             encoder_attention_mask=attention_mask,
-            encoder_final_state=encoder_outputs.final_state,
-            encoder_attention_values=encoder_outputs.attention_values,
             cache=cache,
             use_cache=use_cache,
+            **flags,
         )
         return Seq2SeqModelOutput(
             last_hidden_state=decoder_outputs.last_hidden_state,
             cache=decoder_outputs.cache,
+            decoder_hidden_states=decoder_outputs.hidden_states,
+            decoder_attentions=decoder_outputs.attentions,
+            cross_attentions=decoder_outputs.cross_attentions,
             encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
         )
 
 
@@ -266,6 +290,7 @@ class HfLlmForCausalLM(HfLlmPreTrainedModel, GenerationMixin):
         self.lm_head = value
 
     @deprecate_kwarg("past_key_values", "6.0.0", new_name="cache")
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -275,6 +300,8 @@ class HfLlmForCausalLM(HfLlmPreTrainedModel, GenerationMixin):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> CausalLMOutputWithPast:
@@ -287,22 +314,26 @@ class HfLlmForCausalLM(HfLlmPreTrainedModel, GenerationMixin):
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
         )
         hidden_states = outputs.last_hidden_state  # (B, T, H)
+        extras = dict(cache=outputs.cache, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
         if labels is not None and self._fused_loss(logits_to_keep):
             shift_labels = kwargs.get("shift_labels")
             loss = fused_cross_entropy(
                 hidden_states, self.lm_head.weight, labels if shift_labels is None else shift_labels,
                 kwargs.get("num_items_in_batch"), shift=shift_labels is None,
             )
-            return CausalLMOutputWithPast(loss=loss, logits=None, cache=outputs.cache)
+            return CausalLMOutputWithPast(loss=loss, logits=None, **extras)
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(hidden_states[:, keep, :])  # (B, T', V)
 
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **extras)
 
 
 class HfLlmForSeq2SeqLM(HfLlmPreTrainedModel, GenerationMixin):
@@ -341,6 +372,7 @@ class HfLlmForSeq2SeqLM(HfLlmPreTrainedModel, GenerationMixin):
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
 
     @deprecate_kwarg("past_key_values", "6.0.0", new_name="cache")
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -353,6 +385,8 @@ class HfLlmForSeq2SeqLM(HfLlmPreTrainedModel, GenerationMixin):
         decoder_inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> Seq2SeqLMOutput:
@@ -370,24 +404,30 @@ class HfLlmForSeq2SeqLM(HfLlmPreTrainedModel, GenerationMixin):
             inputs_embeds=inputs_embeds,
             decoder_inputs_embeds=decoder_inputs_embeds,
             use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
         )
         hidden_states = outputs.last_hidden_state  # (B, T, H)
+        extras = dict(
+            cache=outputs.cache,
+            decoder_hidden_states=outputs.decoder_hidden_states,
+            decoder_attentions=outputs.decoder_attentions,
+            cross_attentions=outputs.cross_attentions,
+            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
+            encoder_hidden_states=outputs.encoder_hidden_states,
+            encoder_attentions=outputs.encoder_attentions,
+        )
         if labels is not None and self._fused_loss(logits_to_keep):
             loss = fused_cross_entropy(hidden_states, self.lm_head.weight, labels, kwargs.get("num_items_in_batch"))
-            return Seq2SeqLMOutput(loss=loss, logits=None, cache=outputs.cache,
-                                   encoder_last_hidden_state=outputs.encoder_last_hidden_state)
+            return Seq2SeqLMOutput(loss=loss, logits=None, **extras)
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(hidden_states[:, keep, :])  # (B, T', V)
 
         loss = None
         if labels is not None:
             loss = token_cross_entropy(logits, labels, kwargs.get("num_items_in_batch"))
-        return Seq2SeqLMOutput(
-            loss=loss,
-            logits=logits,
-            cache=outputs.cache,
-            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
-        )
+        return Seq2SeqLMOutput(loss=loss, logits=logits, **extras)
 
 
 class HfLlmForSequenceClassification(HfLlmPreTrainedModel):
@@ -414,6 +454,7 @@ class HfLlmForSequenceClassification(HfLlmPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.model.set_input_embeddings(value)
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -421,8 +462,11 @@ class HfLlmForSequenceClassification(HfLlmPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         **kwargs,
     ) -> SequenceClassifierOutputWithPast:
+        output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
         reference = input_ids if input_ids is not None else inputs_embeds
         batch, length = reference.shape[:2]
         if attention_mask is None:
@@ -431,16 +475,16 @@ class HfLlmForSequenceClassification(HfLlmPreTrainedModel):
             else:
                 attention_mask = torch.ones(batch, length, dtype=torch.long, device=reference.device)
 
+        stack = self.model.encoder if self.config.is_encoder_decoder else self.model.decoder
+        outputs = stack(
+            input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, position_ids=position_ids,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+        )
+        hidden = outputs.last_hidden_state  # (B, T, H)
         if self.config.is_encoder_decoder:
-            hidden = self.model.encoder(
-                input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, position_ids=position_ids
-            ).last_hidden_state  # (B, S, H)
             weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, S, 1)
             pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # (B, H)
         else:
-            hidden = self.model.decoder(
-                input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, position_ids=position_ids
-            ).last_hidden_state  # (B, T, H)
             # Last non-pad token; works for left and right padding alike.
             positions = torch.arange(length, device=hidden.device)
             last = (attention_mask.to(hidden.device).long() * positions).argmax(-1)  # (B,)
@@ -450,7 +494,9 @@ class HfLlmForSequenceClassification(HfLlmPreTrainedModel):
         loss = None
         if labels is not None:
             loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
-        return SequenceClassifierOutputWithPast(loss=loss, logits=logits)
+        return SequenceClassifierOutputWithPast(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
 
 
 __all__ = [

@@ -12,9 +12,11 @@
   attention queried by the previous state, the context fed into the RNN: a loop over target steps.
 
 Every attention is a masked softmax over the source padding. The encoder states are projected for
-attention once per source and kept in the cross-attention part of an `EncoderDecoderCache`; the
-recurrent state (h and c for an LSTM) and the input-feed vector live, batch first, in a recurrent cache
-layer, so `generate()` reorders them for beam search like any other cache.
+attention once per source and kept in the cross-attention part of an `EncoderDecoderCache`; each layer's
+state after every token (h and c for an LSTM, and the input-feed vector) lives, batch first, in one
+`HfLlmRecurrentCacheLayer` per layer, so `generate()` reorders it for beam search and crops it for assisted
+decoding like any other cache. A cached forward (generation) steps through its tokens to record those
+states; training and uncached forwards run the fused kernels over the whole sequence.
 
 Part of the exported folder: imports only the standard library, torch, transformers and siblings.
 """
@@ -23,15 +25,15 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache, LinearAttentionLayer
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 
-from .shared_layers import DocumentSplit, HfLlmEncoderOutput, document_starts
+from .cache_layers import HfLlmRecurrentCacheLayer, decoder_cache, source_memory
+from .shared_layers import DocumentSplit, HfLlmEncoderOutput, document_starts, embed, masked_softmax
 
 RNNState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # GRU: h; LSTM: (h, c); each (L * dirs, B, H)
-RECURRENT_STATE, INPUT_FEED = 0, 1  # state indices inside the recurrent cache layer
 
 
 class PackedPadding:
@@ -46,11 +48,11 @@ class PackedPadding:
         self.lengths = mask.sum(-1).clamp(min=1).cpu()
         self.order = torch.argsort((mask == 0).to(torch.int8), dim=1, stable=True)  # real tokens first, in order
 
-    def pack(self, x: torch.Tensor):
+    def pack(self, x: torch.Tensor) -> PackedSequence:
         front = x.gather(1, self.order.unsqueeze(-1).expand_as(x))
         return pack_padded_sequence(front, self.lengths, batch_first=True, enforce_sorted=False)
 
-    def unpack(self, packed) -> torch.Tensor:
+    def unpack(self, packed: PackedSequence) -> torch.Tensor:
         front, _ = pad_packed_sequence(packed, batch_first=True, total_length=self.length)  # (B, T, D)
         return torch.zeros_like(front).scatter(1, self.order.unsqueeze(-1).expand_as(front), front)
 
@@ -68,25 +70,8 @@ def run_rnn(rnn: nn.RNNBase, x: torch.Tensor, mask: torch.Tensor | None, state: 
     return padding.unpack(packed_out), final
 
 
-def state_to_cache(state: RNNState) -> torch.Tensor:
-    """(L, B, H) h [and c] -> one batch-first tensor (B, L, k, H), k = 2 for an LSTM, 1 for a GRU."""
-    parts = state if isinstance(state, tuple) else (state,)
-    return torch.stack(parts, dim=2).transpose(0, 1)
-
-
-def state_from_cache(cached: torch.Tensor, cell: str) -> RNNState:
-    layers_first = cached.transpose(0, 1)  # (L, B, k, H)
-    if cell == "lstm":
-        return layers_first[:, :, 0].contiguous(), layers_first[:, :, 1].contiguous()
-    return layers_first[:, :, 0].contiguous()
-
-
-def read_recurrent(cache: Cache | None, index: int) -> torch.Tensor | None:
-    # Read the layer directly: Cache.get_recurrent_state() only answers after a conv-state update (5.24).
-    if cache is None or not cache.layers:
-        return None
-    layer = cache.layers[0]
-    return layer.recurrent_states[index] if layer.is_recurrent_states_initialized[index] else None
+def split_state(state: RNNState) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return state if isinstance(state, tuple) else (state, None)
 
 
 def keep_where(keep: torch.Tensor, new: RNNState, old: RNNState) -> RNNState:
@@ -96,15 +81,7 @@ def keep_where(keep: torch.Tensor, new: RNNState, old: RNNState) -> RNNState:
     return torch.where(keep[None, :, None], new, old)
 
 
-def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Softmax over the last axis (source positions) with padding excluded; `mask (B, S)`."""
-    if mask is not None:
-        mask = mask.bool().view(mask.shape[0], *([1] * (scores.dim() - 2)), mask.shape[-1])
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    return torch.softmax(scores.float(), dim=-1).to(scores.dtype)
-
-
-class RecurrentLayer(GradientCheckpointingLayer):
+class HfLlmRNNLayer(GradientCheckpointingLayer):
     """One (bidirectional) LSTM/GRU layer, on a padded batch or a packed sequence: the unit that gradient
     checkpointing recomputes (so the backward pass holds one layer's activations at a time)."""
 
@@ -113,11 +90,17 @@ class RecurrentLayer(GradientCheckpointingLayer):
         rnn_class = nn.LSTM if cell == "lstm" else nn.GRU
         self.rnn = rnn_class(input_size, hidden_size, 1, batch_first=True, bidirectional=bidirectional)
 
-    def forward(self, x, state: RNNState | None = None):
-        return self.rnn(x, state)
+    def forward(self, data, batch_sizes=None, sorted_indices=None, unsorted_indices=None, h0=None, c0=None):
+        """`data` is a padded batch `(B, T, D)` or the data of a packed sequence whose other fields follow. Every
+        tensor comes positionally (and goes out flat), so that reentrant gradient checkpointing sees it."""
+        packed = batch_sizes is not None
+        x = PackedSequence(data, batch_sizes, sorted_indices, unsorted_indices) if packed else data
+        state = None if h0 is None else (h0 if c0 is None else (h0, c0))
+        out, final = self.rnn(x, state)
+        return (out.data if packed else out), *split_state(final)  # outputs, h_n, c_n (None for a GRU)
 
 
-class Recurrence(nn.Module):
+class HfLlmRecurrence(nn.Module):
     """A multi-layer (bidirectional) LSTM/GRU over a padded batch: layer by layer (as the fused multi-layer
     kernel runs internally), packed once when there is padding, dropout between layers."""
 
@@ -128,32 +111,56 @@ class Recurrence(nn.Module):
         self.directions = directions
         self.dropout = dropout
         self.layers = nn.ModuleList(
-            [RecurrentLayer(cell, input_size if i == 0 else directions * hidden_size, hidden_size, bidirectional)
+            [HfLlmRNNLayer(cell, input_size if i == 0 else directions * hidden_size, hidden_size, bidirectional)
              for i in range(num_layers)]
         )
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, state: RNNState | None = None):
-        """`x (B, T, D)` -> outputs `(B, T, dirs * H)` and the final state `(L * dirs, B, H)` [LSTM: (h, c)]."""
+    def layer_state(self, state: RNNState | None, i: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if state is None:
+            return None, None
+        rows = slice(i * self.directions, (i + 1) * self.directions)
+        h, c = split_state(state)
+        return h[rows], (c[rows] if c is not None else None)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, state: RNNState | None = None,
+                output_hidden_states: bool = False):
+        """`x (B, T, D)` -> outputs `(B, T, dirs * H)`, the final state `(L * dirs, B, H)` [LSTM: (h, c)], and with
+        `output_hidden_states` every layer's outputs `[(B, T, dirs * H)] * L` (else None)."""
         padding = PackedPadding(mask) if needs_packing(mask) else None
         h = padding.pack(x) if padding is not None else x
-        finals = []
+        finals, per_layer = [], [] if output_hidden_states else None
         for i, layer in enumerate(self.layers):
             if i > 0 and self.dropout and self.training:
                 h = h._replace(data=nn.functional.dropout(h.data, self.dropout)) if padding is not None else \
                     nn.functional.dropout(h, self.dropout)
-            rows = slice(i * self.directions, (i + 1) * self.directions)
-            layer_state = None if state is None else (
-                tuple(part[rows] for part in state) if isinstance(state, tuple) else state[rows])
-            h, final = layer(h, layer_state)
-            finals.append(final)
+            h0, c0 = self.layer_state(state, i)
+            if padding is not None:
+                data, h_n, c_n = layer(h.data, h.batch_sizes, h.sorted_indices, h.unsorted_indices, h0, c0)
+                h = h._replace(data=data)
+            else:
+                h, h_n, c_n = layer(h, None, None, None, h0, c0)
+            finals.append(h_n if c_n is None else (h_n, c_n))
+            if per_layer is not None:
+                per_layer.append(padding.unpack(h) if padding is not None else h)
         if isinstance(finals[0], tuple):
             final = tuple(torch.cat(parts, dim=0) for parts in zip(*finals))
         else:
             final = torch.cat(finals, dim=0)
-        return (padding.unpack(h) if padding is not None else h), final
+        return (padding.unpack(h) if padding is not None else h), final, per_layer
+
+    def step(self, x: torch.Tensor, state: RNNState) -> tuple[torch.Tensor, RNNState]:
+        """One token `x (B, D)` through every (unidirectional) layer from `state` -> top output `(B, H)`, new state."""
+        h = x.unsqueeze(1)
+        finals = []
+        for i, layer in enumerate(self.layers):
+            h, h_n, c_n = layer(h, None, None, None, *self.layer_state(state, i))
+            finals.append(h_n if c_n is None else (h_n, c_n))
+        if isinstance(finals[0], tuple):
+            return h[:, 0], tuple(torch.cat(parts, dim=0) for parts in zip(*finals))
+        return h[:, 0], torch.cat(finals, dim=0)
 
 
-class AttentionRecurrence(GradientCheckpointingLayer):
+class HfLlmAttentionRecurrence(GradientCheckpointingLayer):
     """An RNN decoder's recurrence with its attention over the encoder (keys/values prepared outside).
 
     - Luong without input feeding: the fused RNN over all steps, then attention for all steps at once.
@@ -175,47 +182,86 @@ class AttentionRecurrence(GradientCheckpointingLayer):
             self.score_proj = nn.Linear(hidden, 1, bias=False)  # v_a
         self.combine = nn.Linear(2 * hidden, hidden, bias=False)  # tanh(W_c [context; state])
 
-    def luong_attend(self, states: torch.Tensor, keys, values, source_mask) -> torch.Tensor:
-        """Global attention for states `(B, T, H)` at once: tanh(W_c [context; h_t])."""
+    def luong_attend(self, states: torch.Tensor, keys, values, source_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """Global attention for states `(B, T, H)` at once: tanh(W_c [context; h_t]), and the weights `(B, T, S)`."""
         probs = masked_softmax(torch.bmm(states, keys.transpose(1, 2)), source_mask)  # (B, T, S)
         context = torch.bmm(probs, values)  # (B, T, H)
-        return torch.tanh(self.combine(torch.cat([context, states], dim=-1)))
+        return torch.tanh(self.combine(torch.cat([context, states], dim=-1))), probs
 
-    def bahdanau_context(self, query: torch.Tensor, keys, values, source_mask) -> torch.Tensor:
-        """Additive attention for one step, queried by the previous top-layer state `(B, H)`."""
-        energy = self.score_proj(torch.tanh(keys + self.query_proj(query).unsqueeze(1))).squeeze(-1)  # (B, S)
-        return torch.bmm(masked_softmax(energy, source_mask).unsqueeze(1), values).squeeze(1)  # (B, H)
+    def step(self, x, state, feed, keys, values, source_mask):
+        """One target token `x (B, H)` -> attentional vector `(B, H)`, new state, attention weights `(B, S)`."""
+        if self.attention == "bahdanau":
+            top = split_state(state)[0][-1]  # (B, H) previous top-layer state
+            energy = self.score_proj(torch.tanh(keys + self.query_proj(top).unsqueeze(1))).squeeze(-1)  # (B, S)
+            probs = masked_softmax(energy, source_mask)
+            context = torch.bmm(probs.unsqueeze(1), values).squeeze(1)  # (B, H)
+            out, state = self.rnn(torch.cat([x, context], dim=-1).unsqueeze(1), state)
+            return torch.tanh(self.combine(torch.cat([context, out.squeeze(1)], dim=-1))), state, probs
+        rnn_input = torch.cat([x, feed], dim=-1) if self.stepped else x
+        out, state = self.rnn(rnn_input.unsqueeze(1), state)
+        attentional, probs = self.luong_attend(out, keys, values, source_mask)
+        return attentional.squeeze(1), state, probs.squeeze(1)
 
-    def forward(self, x, mask, state, feed, keys, values, source_mask):
-        """`x (B, T, H)`, `feed (B, H)` the previous attentional vector (Luong input feeding; for Bahdanau it
-        only carries the output over padding steps) -> `(B, T, H)`, final state, last attentional vector."""
-        if not self.stepped:
+    def forward(self, x, mask, h0, c0, feed, keys, values, source_mask, stepwise: bool = False):
+        """`x (B, T, H)` from the state `h0` [, `c0` (LSTM)] `(L, B, H)`, `feed (B, H)` the previous attentional vector
+        (Luong input feeding; for Bahdanau it only carries the output over padding steps) -> `(B, T, H)`, final
+        state, last attentional vector, attention weights `(B, T, S)`, and with `stepwise` the states after every
+        token (`run_steps`). Every tensor comes positionally, so that reentrant gradient checkpointing sees it."""
+        state = h0 if c0 is None else (h0, c0)
+        if not self.stepped and not stepwise:
             states, state = run_rnn(self.rnn, x, mask, state)
-            return self.luong_attend(states, keys, values, source_mask), state, feed
-        outputs = []
-        for t in range(x.shape[1]):
-            if self.attention == "bahdanau":
-                top = (state[0] if isinstance(state, tuple) else state)[-1]  # (B, H) previous top-layer state
-                context = self.bahdanau_context(top, keys, values, source_mask)
-                out, new_state = self.rnn(torch.cat([x[:, t], context], dim=-1).unsqueeze(1), state)
-                attentional = torch.tanh(self.combine(torch.cat([context, out.squeeze(1)], dim=-1)))
-            else:
-                out, new_state = self.rnn(torch.cat([x[:, t], feed], dim=-1).unsqueeze(1), state)
-                attentional = self.luong_attend(out, keys, values, source_mask).squeeze(1)
-            if mask is not None:  # a padding step keeps the previous state
-                keep = mask[:, t].bool()
-                new_state = keep_where(keep, new_state, state)
-                attentional = torch.where(keep[:, None], attentional, feed)
-            state, feed = new_state, attentional
-            outputs.append(attentional)
-        return torch.stack(outputs, dim=1), state, feed
+            outputs, probs = self.luong_attend(states, keys, values, source_mask)
+            return outputs, state, feed, probs, None
+        steps = run_steps(lambda x_t, s, f: self.step(x_t, s, f, keys, values, source_mask), x, mask, state, feed)
+        return steps.outputs, steps.state, steps.feed, steps.probs, steps
 
 
-class RNNEncoder(nn.Module):
-    """Embeddings -> multi-layer (bidirectional) LSTM/GRU over packed sequences: `(B, S) -> (B, S, dirs * H)`.
+class Steps:
+    """What `run_steps` records: outputs `(B, T, H)`, the final state and feed, and after every token each layer's
+    hidden state `(L, B, T, H)`, its LSTM cell (or None), the fed vector `(B, T, H)` and attention weights."""
 
-    `final_state` is the last layer-wise hidden state `(B, L, dirs * H)` (directions concatenated), from
-    which an RNN decoder may start.
+    def __init__(self, outputs, state, feed, hidden, cell, feeds, probs):
+        self.outputs, self.state, self.feed = outputs, state, feed
+        self.hidden, self.cell, self.feeds, self.probs = hidden, cell, feeds, probs
+
+
+def run_steps(step, x: torch.Tensor, mask: torch.Tensor | None, state: RNNState, feed: torch.Tensor | None) -> Steps:
+    """Run `step(x_t, state, feed) -> (output, state[, attention])` token by token, a padding token keeping the
+    previous state (its output is the previous feed, or zeros without one), recording the states after every token."""
+    outputs, hiddens, cells, feeds, probs = [], [], [], [], []
+    for t in range(x.shape[1]):
+        result = step(x[:, t], state, feed)
+        out, new_state = result[0], result[1]
+        if mask is not None:  # a padding step keeps the previous state
+            keep = mask[:, t].bool()
+            new_state = keep_where(keep, new_state, state)
+            out = torch.where(keep[:, None], out, feed if feed is not None else torch.zeros_like(out))
+        state = new_state
+        feed = out if feed is not None else None
+        h, c = split_state(state)
+        outputs.append(out)
+        hiddens.append(h)
+        cells.append(c)
+        feeds.append(feed)
+        if len(result) > 2:
+            probs.append(result[2])
+    return Steps(
+        outputs=torch.stack(outputs, dim=1),
+        state=state,
+        feed=feed,
+        hidden=torch.stack(hiddens, dim=2),  # (L, B, T, H)
+        cell=torch.stack(cells, dim=2) if cells[0] is not None else None,
+        feeds=torch.stack(feeds, dim=1) if feeds[0] is not None else None,
+        probs=torch.stack(probs, dim=1) if probs else None,
+    )
+
+
+class HfLlmRNNEncoder(nn.Module):
+    """Embeddings -> multi-layer (bidirectional) LSTM/GRU over packed sequences: `(B, S) -> (B, S, H)`.
+
+    A bidirectional encoder gives each direction `H / 2` units, so that every layer's states are `H` wide like
+    every other hidden state of the model (OpenNMT-py's "brnn"). `final_state` is the last layer-wise hidden
+    state `(B, L, H)` (directions concatenated), from which an RNN decoder may start.
     """
 
     def __init__(self, config, num_layers: int):
@@ -223,12 +269,12 @@ class RNNEncoder(nn.Module):
         self.config = config
         self.num_layers = num_layers
         self.num_directions = 2 if config.rnn_bidirectional_encoder else 1
-        self.output_size = self.num_directions * config.hidden_size
+        self.output_size = config.hidden_size
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
         self.embed_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=False)
         self.dropout = nn.Dropout(config.dropout)
-        self.recurrence = Recurrence(
-            config.rnn_cell, config.hidden_size, config.hidden_size, num_layers, config.dropout,
+        self.recurrence = HfLlmRecurrence(
+            config.rnn_cell, config.hidden_size, config.hidden_size // self.num_directions, num_layers, config.dropout,
             bidirectional=config.rnn_bidirectional_encoder,
         )
 
@@ -237,25 +283,26 @@ class RNNEncoder(nn.Module):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
         **kwargs,
     ) -> HfLlmEncoderOutput:
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of input_ids or inputs_embeds to the encoder.")
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)  # (B, S, H)
-        x = self.dropout(self.embed_norm(inputs_embeds))
-        outputs, final = self.recurrence(x, attention_mask)  # (B, S, dirs*H)
-        hidden = final[0] if isinstance(final, tuple) else final  # (L * dirs, B, H)
+        x = self.dropout(self.embed_norm(embed(input_ids, inputs_embeds, self.embed_tokens)))  # (B, S, H)
+        outputs, final, per_layer = self.recurrence(x, attention_mask, output_hidden_states=output_hidden_states)  # (B, S, H)
+        hidden = split_state(final)[0]  # (L * dirs, B, H / dirs)
         batch = hidden.shape[1]
         hidden = hidden.view(self.num_layers, self.num_directions, batch, -1).permute(2, 0, 1, 3)
-        final_state = hidden.reshape(batch, self.num_layers, self.output_size)  # (B, L, dirs*H)
-        return HfLlmEncoderOutput(last_hidden_state=self.dropout(outputs), final_state=final_state)
+        final_state = hidden.reshape(batch, self.num_layers, self.output_size)  # (B, L, H)
+        outputs = self.dropout(outputs)  # (B, S, H)
+        all_hidden = None
+        if per_layer is not None:
+            all_hidden = (x, *per_layer[:-1], outputs)  # embeddings, then each layer's states (the last as returned)
+        return HfLlmEncoderOutput(last_hidden_state=outputs, final_state=final_state, hidden_states=all_hidden)
 
 
-class RNNDecoder(nn.Module):
+class HfLlmRNNDecoder(nn.Module):
     """Multi-layer LSTM/GRU decoder: a recurrent LM, or, with `encoder_hidden_size`, an attention decoder.
 
-    `(input_ids | inputs_embeds, attention_mask, encoder states, cache) -> (B, T, H)`. LayerNorms on the
+    `(input_ids | inputs_embeds, attention_mask, encoder outputs, cache) -> (B, T, H)`. LayerNorms on the
     embeddings and on the outputs (the LM head is tied to the small-init embeddings): without them a
     2-layer LSTM LM did not get below the unigram loss in 200 steps (docs/ARCHITECTURE.md).
     """
@@ -275,9 +322,9 @@ class RNNDecoder(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.norm = nn.LayerNorm(hidden, eps=config.norm_eps, bias=False)
         if self.attention == "none":
-            self.recurrence = Recurrence(self.cell, hidden, hidden, num_layers, config.dropout)
+            self.recurrence = HfLlmRecurrence(self.cell, hidden, hidden, num_layers, config.dropout)
         else:
-            self.recurrence = AttentionRecurrence(config, num_layers)
+            self.recurrence = HfLlmAttentionRecurrence(config, num_layers)
             # Attention values live in the decoder's width; a projection bridges a wider/narrower encoder.
             self.value_proj = nn.Linear(encoder_hidden_size, hidden, bias=False) if encoder_hidden_size != hidden else None
             if self.attention != "luong_dot":
@@ -287,52 +334,45 @@ class RNNDecoder(nn.Module):
             # Encoder final state (any width, layer count or direction count) -> initial h [and c].
             self.bridge = nn.Linear(encoder_hidden_size, self.state_parts * hidden)
 
-    @staticmethod
-    def make_cache(is_encoder_decoder: bool) -> Cache:
-        """Empty cache: one recurrent layer holding the whole stack's state and the input-feed vector
-        (+ the projected encoder states for attention, in the cross-attention part, for seq2seq)."""
-        recurrent = Cache(layers=[LinearAttentionLayer(number_of_states=2)])
-        return EncoderDecoderCache(recurrent, DynamicCache()) if is_encoder_decoder else recurrent
-
     def initial_state(
-        self,
-        batch: int,
-        reference: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None,
+        self, batch: int, reference: torch.Tensor, encoder_outputs: HfLlmEncoderOutput | None,
         encoder_attention_mask: torch.Tensor | None,
-        encoder_final_state: torch.Tensor | None,
     ) -> RNNState:
         hidden = self.output_size
-        if self.bridge is None or encoder_hidden_states is None:
+        if self.bridge is None or encoder_outputs is None:
             zeros = reference.new_zeros(self.num_layers, batch, hidden)
             return (zeros, zeros.clone()) if self.cell == "lstm" else zeros
+        encoder_final_state = encoder_outputs.final_state
         if encoder_final_state is None:
             # Encoders without a recurrent state (Transformer, CNN): start from the mean of the source states.
+            states = encoder_outputs.last_hidden_state  # (B, S, E)
             weights = (
-                encoder_attention_mask.to(encoder_hidden_states.dtype).unsqueeze(-1)
+                encoder_attention_mask.to(states.dtype).unsqueeze(-1)
                 if encoder_attention_mask is not None
-                else torch.ones_like(encoder_hidden_states[..., :1])
+                else torch.ones_like(states[..., :1])
             )
-            pooled = (encoder_hidden_states * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # (B, E)
+            pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # (B, E)
             encoder_final_state = pooled.unsqueeze(1)  # (B, 1, E)
         if encoder_final_state.shape[1] != self.num_layers:
             # Different layer counts: every decoder layer starts from the encoder's top layer.
             encoder_final_state = encoder_final_state[:, -1:].expand(-1, self.num_layers, -1)
         bridged = torch.tanh(self.bridge(encoder_final_state))  # (B, L, k * H)
-        return state_from_cache(bridged.view(batch, self.num_layers, self.state_parts, hidden), self.cell)
+        parts = bridged.view(batch, self.num_layers, self.state_parts, hidden).permute(2, 1, 0, 3)  # (k, L, B, H)
+        return (parts[0].contiguous(), parts[1].contiguous()) if self.cell == "lstm" else parts[0].contiguous()
 
-    def attention_memory(
-        self, encoder_hidden_states: torch.Tensor, cache: Cache | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values `(B, S, H)` for attention, computed once per source and cached."""
-        if isinstance(cache, EncoderDecoderCache) and cache.is_updated.get(0):
-            layer = cache.cross_attention_cache.layers[0]
-            return layer.keys, layer.values
+    def cached_state(self, cache: Cache) -> tuple[RNNState, torch.Tensor | None] | None:
+        """The state after the last cached token, and the input-feed vector (or None), from the cache layers."""
+        states = [layer.last_states() for layer in cache.layers]
+        if states[0] is None:
+            return None
+        h = torch.stack([s[0] for s in states])  # (L, B, H)
+        state = (h, torch.stack([s[1] for s in states])) if self.cell == "lstm" else h
+        return state, states[-1][2]
+
+    def attention_memory(self, encoder_hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values `(B, S, H)` for attention (once per source; `source_memory` caches them)."""
         values = encoder_hidden_states if self.value_proj is None else self.value_proj(encoder_hidden_states)
         keys = values if self.attention == "luong_dot" else self.key_proj(values)
-        if isinstance(cache, EncoderDecoderCache):
-            keys, values = cache.cross_attention_cache.update(keys, values, 0)
-            cache.is_updated[0] = True
         return keys, values
 
     def forward(
@@ -341,57 +381,65 @@ class RNNDecoder(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
-        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_outputs: HfLlmEncoderOutput | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
-        encoder_final_state: torch.Tensor | None = None,
-        encoder_attention_values: torch.Tensor | None = None,
         cache: Cache | None = None,
         use_cache: bool = False,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
         **kwargs,
-    ) -> BaseModelOutputWithPast:
+    ) -> BaseModelOutputWithPastAndCrossAttentions:
         """A recurrence knows where it is: `position_ids` only mark packed documents (a position that does not
-        follow the previous one starts a new document, from a fresh state). `encoder_attention_values`
-        (ConvS2S encoders) are not used: attention values are projected from `encoder_hidden_states`."""
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of input_ids or inputs_embeds to the decoder.")
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)  # (B, T, H)
+        follow the previous one starts a new document, from a fresh state). Attention keys and values are
+        projected from `encoder_outputs.last_hidden_state`, whatever the encoder's family."""
+        inputs_embeds = embed(input_ids, inputs_embeds, self.embed_tokens)  # (B, T, H)
         batch, length, _ = inputs_embeds.shape
         # Packed documents (position ids restarting inside a row) each start from a fresh state; no cache then.
         starts = document_starts(position_ids, attention_mask) if cache is None and self.attention == "none" else None
-        if use_cache and cache is None and starts is None:
-            cache = self.make_cache(encoder_hidden_states is not None)
-        self_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
+        cache, self_cache = decoder_cache(
+            cache, use_cache and starts is None, encoder_outputs is not None, self.num_layers, HfLlmRecurrentCacheLayer
+        )
         # The mask covers past + new tokens; the new tokens are the last `length` columns.
         mask = attention_mask[:, -length:] if attention_mask is not None else None
 
-        cached = read_recurrent(self_cache, RECURRENT_STATE)
-        if cached is not None:
-            state = state_from_cache(cached, self.cell)
-        else:
-            state = self.initial_state(
-                batch, inputs_embeds, encoder_hidden_states, encoder_attention_mask, encoder_final_state
-            )
+        cached = self.cached_state(self_cache) if self_cache is not None else None
+        state, feed = cached if cached is not None else (
+            self.initial_state(batch, inputs_embeds, encoder_outputs, encoder_attention_mask), None)
         x = self.dropout(self.embed_norm(inputs_embeds))
 
-        feed = None
+        steps = probs = per_layer = None
         if starts is not None:
             # Packed documents: one row per document, each from the initial (zero) state.
             documents = DocumentSplit(starts)
-            outputs, _ = self.recurrence(documents.split(x), documents.mask)
+            outputs, _, _ = self.recurrence(documents.split(x), documents.mask)
             hidden_states = documents.merge(outputs)
         elif self.attention == "none":
-            hidden_states, state = self.recurrence(x, mask, state)
+            if self_cache is not None:  # generation: step through the tokens, recording every state
+                steps = run_steps(lambda x_t, s, f: self.recurrence.step(x_t, s), x, mask, state, None)
+                hidden_states, state = steps.outputs, steps.state
+            else:
+                hidden_states, state, per_layer = self.recurrence(x, mask, state, output_hidden_states)
         else:
-            keys, values = self.attention_memory(encoder_hidden_states, cache)
-            if self.recurrence.stepped:
-                feed = read_recurrent(self_cache, INPUT_FEED)
-                if feed is None:
-                    feed = inputs_embeds.new_zeros(batch, self.output_size)
-            hidden_states, state, feed = self.recurrence(x, mask, state, feed, keys, values, encoder_attention_mask)
+            keys, values = source_memory(cache, lambda: self.attention_memory(encoder_outputs.last_hidden_state))
+            if self.recurrence.stepped and feed is None:
+                feed = inputs_embeds.new_zeros(batch, self.output_size)
+            stepwise = self_cache is not None or output_hidden_states
+            hidden_states, state, feed, probs, steps = self.recurrence(
+                x, mask, *split_state(state), feed, keys, values, encoder_attention_mask, stepwise
+            )
 
         if self_cache is not None:
-            self_cache.update_recurrent_state(state_to_cache(state), 0, state_idx=RECURRENT_STATE)
-            if feed is not None:
-                self_cache.update_recurrent_state(feed, 0, state_idx=INPUT_FEED)
-        return BaseModelOutputWithPast(last_hidden_state=self.norm(self.dropout(hidden_states)), cache=cache)
+            for i, layer in enumerate(self_cache.layers):
+                feeds = steps.feeds if i == self.num_layers - 1 else None
+                layer.update_states(steps.hidden[i], steps.cell[i] if steps.cell is not None else None, feeds)
+        last_hidden_state = self.norm(self.dropout(hidden_states))
+        all_hidden = None
+        if output_hidden_states:
+            lower = per_layer[:-1] if per_layer is not None else list(steps.hidden[:-1]) if steps is not None else []
+            all_hidden = (x, *lower, last_hidden_state)
+        return BaseModelOutputWithPastAndCrossAttentions(
+            last_hidden_state=last_hidden_state,
+            cache=cache,
+            hidden_states=all_hidden,
+            cross_attentions=(probs.unsqueeze(1),) if output_attentions and probs is not None else None,
+        )

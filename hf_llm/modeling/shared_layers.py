@@ -1,4 +1,5 @@
-"""What the three families really share: positions from masks, the token loss, the encoder output type.
+"""What the three families really share: the encoder output type, embedding look-up, masked softmax, positions
+from masks, packed documents, the token losses.
 
 Part of the exported folder: imports only the standard library, torch and transformers.
 """
@@ -26,6 +27,21 @@ class HfLlmEncoderOutput(BaseModelOutput):
 
     final_state: torch.Tensor | None = None
     attention_values: torch.Tensor | None = None
+
+
+def embed(input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor | None, embed_tokens: nn.Embedding) -> torch.Tensor:
+    """Token embeddings `(B, T, H)` of exactly one of `input_ids` or `inputs_embeds` (which pass through)."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+    return embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+
+
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax over the last axis (source positions) with padding excluded; `mask (B, S)`, computed in float32."""
+    if mask is not None:
+        mask = mask.bool().view(mask.shape[0], *([1] * (scores.dim() - 2)), mask.shape[-1])
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return torch.softmax(scores.float(), dim=-1).to(scores.dtype)
 
 
 def positions_from_mask(

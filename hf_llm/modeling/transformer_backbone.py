@@ -11,8 +11,10 @@ cross-attention, a tiny model learned a copy task about 20x slower (docs/ARCHITE
 Attention runs through transformers' attention interface (eager, SDPA, flash attention), with the masks
 built by `transformers.masking_utils`, so padding is a masked softmax everywhere.
 
-Incremental decoding keeps keys/values in the HF `Cache` passed as `cache`: a `DynamicCache` for a
-decoder-only LM, an `EncoderDecoderCache` (self-attention + cross-attention) for an encoder-decoder.
+Incremental decoding keeps keys/values in the HF `Cache` passed as `cache`: a `DynamicCache` of one key/value
+layer per block for a decoder-only LM, an `EncoderDecoderCache` (self-attention + cross-attention) for an
+encoder-decoder. `output_attentions=True` returns the attention weights of the eager path (SDPA warns and
+returns none, as in transformers' own models).
 
 Part of the exported folder: imports only the standard library, torch, transformers and siblings.
 """
@@ -24,13 +26,14 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from transformers.activations import ACT2FN
-from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.cache_utils import Cache, DynamicLayer, EncoderDecoderCache
 from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from .shared_layers import HfLlmEncoderOutput, document_starts, positions_from_mask
+from .cache_layers import decoder_cache
+from .shared_layers import HfLlmEncoderOutput, document_starts, embed, positions_from_mask
 
 
 class HfLlmRotaryEmbedding(nn.Module):
@@ -83,7 +86,7 @@ def eager_attention_forward(
     return attn_output, attn_weights
 
 
-class TransformerAttention(nn.Module):
+class HfLlmTransformerAttention(nn.Module):
     """Multi-head attention (Vaswani et al. 2017) with rotary positions: self-attention with a fused QKV
     projection, or cross-attention over encoder states of any width (`kv_size`), whose keys are rotated by
     the source positions and queries by the target positions."""
@@ -160,7 +163,7 @@ class TransformerAttention(nn.Module):
         return self.o_proj(attn_output), attn_weights
 
 
-class TransformerMLP(nn.Module):
+class HfLlmTransformerMLP(nn.Module):
     """Position-wise feed-forward block: Linear -> activation -> Linear."""
 
     def __init__(self, config):
@@ -173,13 +176,13 @@ class TransformerMLP(nn.Module):
         return self.fc_out(self.act(self.fc_in(x)))
 
 
-class TransformerEncoderLayer(GradientCheckpointingLayer):
+class HfLlmTransformerEncoderLayer(GradientCheckpointingLayer):
     def __init__(self, config, layer_idx: int):
         super().__init__()
         self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=False)
-        self.self_attn = TransformerAttention(config, layer_idx, is_causal=False)
+        self.self_attn = HfLlmTransformerAttention(config, layer_idx, is_causal=False)
         self.mlp_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=False)
-        self.mlp = TransformerMLP(config)
+        self.mlp = HfLlmTransformerMLP(config)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(
@@ -188,22 +191,23 @@ class TransformerEncoderLayer(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None = None,
         position_embeddings: torch.Tensor | None = None,
         **kwargs,
-    ) -> torch.Tensor:
-        attn, _ = self.self_attn(self.attn_norm(hidden_states), attention_mask, position_embeddings, **kwargs)
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`(B, S, H)` -> `(B, S, H)` and the self-attention weights `(B, nh, S, S)` (eager path; else None)."""
+        attn, weights = self.self_attn(self.attn_norm(hidden_states), attention_mask, position_embeddings, **kwargs)
         hidden_states = hidden_states + self.dropout(attn)
-        return hidden_states + self.dropout(self.mlp(self.mlp_norm(hidden_states)))
+        return hidden_states + self.dropout(self.mlp(self.mlp_norm(hidden_states))), weights
 
 
-class TransformerDecoderLayer(GradientCheckpointingLayer):
+class HfLlmTransformerDecoderLayer(GradientCheckpointingLayer):
     def __init__(self, config, layer_idx: int, encoder_hidden_size: int | None = None):
         super().__init__()
         self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=False)
-        self.self_attn = TransformerAttention(config, layer_idx, is_causal=True)
+        self.self_attn = HfLlmTransformerAttention(config, layer_idx, is_causal=True)
         if encoder_hidden_size is not None:
             self.cross_attn_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=False)
-            self.cross_attn = TransformerAttention(config, layer_idx, is_causal=False, kv_size=encoder_hidden_size)
+            self.cross_attn = HfLlmTransformerAttention(config, layer_idx, is_causal=False, kv_size=encoder_hidden_size)
         self.mlp_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=False)
-        self.mlp = TransformerMLP(config)
+        self.mlp = HfLlmTransformerMLP(config)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(
@@ -216,14 +220,18 @@ class TransformerDecoderLayer(GradientCheckpointingLayer):
         encoder_position_embeddings: torch.Tensor | None = None,
         cache: Cache | None = None,
         **kwargs,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """`(B, T, H)` -> `(B, T, H)`, self-attention weights `(B, nh, T, past + T)` and cross-attention weights
+        `(B, nh, T, S)` (eager path; else None). Encoder states come positionally, so that reentrant gradient
+        checkpointing sees them as inputs."""
         self_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
-        attn, _ = self.self_attn(
+        attn, self_weights = self.self_attn(
             self.attn_norm(hidden_states), attention_mask, position_embeddings, cache=self_cache, **kwargs
         )
         hidden_states = hidden_states + self.dropout(attn)
+        cross_weights = None
         if encoder_hidden_states is not None:
-            attn, _ = self.cross_attn(
+            attn, cross_weights = self.cross_attn(
                 self.cross_attn_norm(hidden_states),
                 encoder_attention_mask,
                 position_embeddings,
@@ -233,10 +241,10 @@ class TransformerDecoderLayer(GradientCheckpointingLayer):
                 **kwargs,
             )
             hidden_states = hidden_states + self.dropout(attn)
-        return hidden_states + self.dropout(self.mlp(self.mlp_norm(hidden_states)))
+        return hidden_states + self.dropout(self.mlp(self.mlp_norm(hidden_states))), self_weights, cross_weights
 
 
-class TransformerEncoder(nn.Module):
+class HfLlmTransformerEncoder(nn.Module):
     """Bidirectional pre-norm Transformer encoder: `(input_ids | inputs_embeds, attention_mask) -> (B, S, H)`."""
 
     def __init__(self, config, num_layers: int):
@@ -247,7 +255,7 @@ class TransformerEncoder(nn.Module):
         self.embed_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=False)
         self.rotary_emb = HfLlmRotaryEmbedding(config.hidden_size // config.num_attention_heads, config.rope_theta)
         self.dropout = nn.Dropout(config.dropout)
-        self.layers = nn.ModuleList([TransformerEncoderLayer(config, i) for i in range(num_layers)])
+        self.layers = nn.ModuleList([HfLlmTransformerEncoderLayer(config, i) for i in range(num_layers)])
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=False)
 
     def forward(
@@ -256,23 +264,37 @@ class TransformerEncoder(nn.Module):
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
         **kwargs,
     ) -> HfLlmEncoderOutput:
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of input_ids or inputs_embeds to the encoder.")
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)  # (B, S, H)
+        inputs_embeds = embed(input_ids, inputs_embeds, self.embed_tokens)  # (B, S, H)
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask, 0, inputs_embeds.shape[1], inputs_embeds.device)
         mask = create_bidirectional_mask(self.config, inputs_embeds, attention_mask)
         position_embeddings = self.rotary_emb(inputs_embeds, position_ids)
         hidden_states = self.dropout(self.embed_norm(inputs_embeds))
+        all_hidden = [hidden_states] if output_hidden_states else None
+        all_attentions = [] if output_attentions else None
         for layer in self.layers:
-            hidden_states = layer(hidden_states, attention_mask=mask, position_embeddings=position_embeddings)
-        return HfLlmEncoderOutput(last_hidden_state=self.norm(hidden_states))
+            hidden_states, weights = layer(
+                hidden_states, mask, position_embeddings, output_attentions=output_attentions
+            )
+            if all_hidden is not None:
+                all_hidden.append(hidden_states)
+            if all_attentions is not None:
+                all_attentions.append(weights)
+        hidden_states = self.norm(hidden_states)
+        if all_hidden is not None:
+            all_hidden[-1] = hidden_states  # the last entry is the output, after the final norm (as in HF models)
+        return HfLlmEncoderOutput(
+            last_hidden_state=hidden_states,
+            hidden_states=tuple(all_hidden) if all_hidden is not None else None,
+            attentions=tuple(all_attentions) if all_attentions is not None else None,
+        )
 
 
-class TransformerDecoder(nn.Module):
+class HfLlmTransformerDecoder(nn.Module):
     """Causal pre-norm Transformer decoder, with cross-attention when `encoder_hidden_size` is given.
 
     `(input_ids | inputs_embeds, attention_mask, encoder_hidden_states, encoder_attention_mask, cache) -> (B, T, H)`;
@@ -288,14 +310,9 @@ class TransformerDecoder(nn.Module):
         self.rotary_emb = HfLlmRotaryEmbedding(config.hidden_size // config.num_attention_heads, config.rope_theta)
         self.dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(
-            [TransformerDecoderLayer(config, i, encoder_hidden_size) for i in range(num_layers)]
+            [HfLlmTransformerDecoderLayer(config, i, encoder_hidden_size) for i in range(num_layers)]
         )
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=False)
-
-    @staticmethod
-    def make_cache(is_encoder_decoder: bool) -> Cache:
-        """Empty cache for incremental decoding: keys/values per layer (+ encoder keys/values for seq2seq)."""
-        return EncoderDecoderCache(DynamicCache(), DynamicCache()) if is_encoder_decoder else DynamicCache()
 
     def forward(
         self,
@@ -303,29 +320,25 @@ class TransformerDecoder(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
-        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_outputs: HfLlmEncoderOutput | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
-        encoder_final_state: torch.Tensor | None = None,
-        encoder_attention_values: torch.Tensor | None = None,
         cache: Cache | None = None,
         use_cache: bool = False,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
         **kwargs,
-    ) -> BaseModelOutputWithPast:
-        """`encoder_final_state` (RNN encoders) and `encoder_attention_values` (ConvS2S encoders) are not used:
-        cross-attention projects its own keys and values from `encoder_hidden_states`."""
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of input_ids or inputs_embeds to the decoder.")
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)  # (B, T, H)
+    ) -> BaseModelOutputWithPastAndCrossAttentions:
+        """Cross-attention projects its own keys and values from `encoder_outputs.last_hidden_state` (whatever the
+        encoder's family); without `encoder_outputs` this is a decoder-only LM."""
+        inputs_embeds = embed(input_ids, inputs_embeds, self.embed_tokens)  # (B, T, H)
+        encoder_hidden_states = encoder_outputs.last_hidden_state if encoder_outputs is not None else None
         # Packed documents (position ids restarting inside a row): masks keep them apart; no cache then.
         packed = cache is None and document_starts(position_ids, attention_mask) is not None
         if packed and attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None  # transformers builds the packed-sequence mask only without a padding mask
-        if use_cache and cache is None and not packed:
-            cache = self.make_cache(encoder_hidden_states is not None)
-        if encoder_hidden_states is not None and cache is not None and not isinstance(cache, EncoderDecoderCache):
-            raise ValueError("An encoder-decoder needs an EncoderDecoderCache (self-attention + cross-attention).")
-        self_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
+        cache, self_cache = decoder_cache(
+            cache, use_cache and not packed, encoder_hidden_states is not None, len(self.layers), DynamicLayer
+        )
         past_length = self_cache.get_seq_length() if self_cache is not None else 0
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask, past_length, inputs_embeds.shape[1], inputs_embeds.device)
@@ -353,15 +366,32 @@ class TransformerDecoder(nn.Module):
 
         position_embeddings = self.rotary_emb(inputs_embeds, position_ids)
         hidden_states = self.dropout(self.embed_norm(inputs_embeds))
+        all_hidden = [hidden_states] if output_hidden_states else None
+        all_self, all_cross = ([], []) if output_attentions else (None, None)
         for layer in self.layers:
-            hidden_states = layer(
+            hidden_states, self_weights, cross_weights = layer(
                 hidden_states,
-                attention_mask=causal_mask,
-                position_embeddings=position_embeddings,
-                encoder_hidden_states=encoder_hidden_states,
-                encoder_attention_mask=cross_mask,
-                encoder_position_embeddings=encoder_position_embeddings,
+                causal_mask,
+                position_embeddings,
+                encoder_hidden_states,
+                cross_mask,
+                encoder_position_embeddings,
                 cache=cache,
+                output_attentions=output_attentions,
                 **kwargs,
             )
-        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
+            if all_hidden is not None:
+                all_hidden.append(hidden_states)
+            if all_self is not None:
+                all_self.append(self_weights)
+                all_cross.append(cross_weights)
+        hidden_states = self.norm(hidden_states)
+        if all_hidden is not None:
+            all_hidden[-1] = hidden_states
+        return BaseModelOutputWithPastAndCrossAttentions(
+            last_hidden_state=hidden_states,
+            cache=cache,
+            hidden_states=tuple(all_hidden) if all_hidden is not None else None,
+            attentions=tuple(all_self) if all_self is not None else None,
+            cross_attentions=tuple(all_cross) if all_cross is not None and encoder_hidden_states is not None else None,
+        )

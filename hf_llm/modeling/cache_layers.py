@@ -1,0 +1,176 @@
+"""Cache layers of the recurrent and convolutional families, in the key/value layout of transformers' caches.
+
+Every hf_llm decoder keeps one cache layer per block, as transformers' own models do, and every layer holds
+one entry per processed token, shaped `(B, heads, T, head_dim)` like a key/value layer:
+
+- Transformer blocks: keys and values (transformers' own `DynamicLayer`).
+- Convolutional blocks: `HfLlmConvCacheLayer`, the block's convolution inputs `(B, 1, T, C)`; a causal convolution
+  of width k reads the last k - 1 of them (fairseq's "linearized convolution" keeps the same inputs).
+- Recurrent layers: `HfLlmRecurrentCacheLayer`, the layer's state after each token: hidden state `(B, 1, T, H)` as
+  keys, LSTM cell as values (a GRU's state is its hidden state, so values are the keys), and on the top layer of an
+  input-feeding decoder the attentional vector fed to the next step.
+
+Keeping the per-token history, not only the last state, is what lets `crop` rewind to any earlier token, so
+assisted (speculative) decoding and prompt lookup work for every family; beam search reorders, and
+contrastive search repeats and selects, rows of every layer alike. The price is the memory of a one-head
+key/value cache (C or 2H numbers per token and layer, a fraction of a Transformer's 2H per layer).
+
+The cross-attention part of an encoder-decoder cache keeps what the decoder attends to, computed once per
+source: the Transformer's projected keys/values per layer; for the recurrent and convolutional decoders the
+attention keys/values over the source `(B, 1, S, H)`, stored per decoder block.
+
+Part of the exported folder: imports only the standard library, torch, transformers and siblings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, EncoderDecoderCache
+
+
+class HfLlmConvCacheLayer(DynamicLayer):
+    """Inputs of one causal convolution block, one per token: `keys (B, 1, T, C)` (`values` is the same tensor)."""
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor | None = None, *args, **kwargs):
+        raise NotImplementedError("HfLlmConvCacheLayer holds convolution inputs: use update_inputs(x).")
+
+    def update_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Append `inputs (B, T, C)`; return every input so far `(B, past + T, C)`."""
+        if not self.is_initialized:
+            self.lazy_initialization(inputs, inputs)
+            self.keys = inputs.unsqueeze(1)
+        else:
+            self.keys = torch.cat([self.keys, inputs.unsqueeze(1)], dim=-2)
+        self.values = self.keys
+        return self.keys[:, 0]
+
+    def inputs(self) -> torch.Tensor | None:
+        """Every cached input `(B, T, C)`, or None before the first token."""
+        return self.keys[:, 0] if self.get_seq_length() > 0 else None
+
+    def crop(self, tokens_to_remove: int) -> None:
+        super().crop(tokens_to_remove)
+        self.values = self.keys
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        if self.get_seq_length() > 0:
+            self.keys = self.values = self.keys.index_select(0, beam_idx.to(self.keys.device))
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.get_seq_length() > 0:
+            self.keys = self.values = self.keys.repeat_interleave(repeats, dim=0)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.get_seq_length() > 0:
+            self.keys = self.values = self.keys[indices, ...]
+
+
+class HfLlmRecurrentCacheLayer(DynamicLayer):
+    """State of one LSTM/GRU layer after each token: `keys` = hidden state `(B, 1, T, H)`, `values` = LSTM cell
+    (GRU: the hidden state again), `feeds` = the attentional vector of an input-feeding decoder `(B, 1, T, H)`
+    (top layer only, else None)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.feeds: torch.Tensor | None = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor | None = None, *args, **kwargs):
+        raise NotImplementedError("HfLlmRecurrentCacheLayer holds recurrent states: use update_states(h, c, feed).")
+
+    def update_states(self, hidden: torch.Tensor, cell: torch.Tensor | None = None, feed: torch.Tensor | None = None) -> None:
+        """Append the states after each new token: `hidden`, `cell`, `feed` each `(B, T, H)`."""
+        new = [hidden.unsqueeze(1), None if cell is None else cell.unsqueeze(1), None if feed is None else feed.unsqueeze(1)]
+        if not self.is_initialized:
+            self.lazy_initialization(hidden, hidden)
+            keys, values, feeds = new
+        else:
+            old = [self.keys, self.values if cell is not None else None, self.feeds]
+            keys, values, feeds = (None if n is None else torch.cat([o, n], dim=-2) for o, n in zip(old, new))
+        self.keys, self.feeds = keys, feeds
+        self.values = values if values is not None else keys
+
+    def last_states(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+        """`(h, c, feed)` after the last cached token, each `(B, H)` (c is h for a GRU), or None before the first."""
+        if self.get_seq_length() == 0:
+            return None
+        feed = self.feeds[:, 0, -1] if self.feeds is not None else None
+        return self.keys[:, 0, -1], self.values[:, 0, -1], feed
+
+    def _apply(self, function: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        aliased = self.values is self.keys
+        self.keys = function(self.keys)
+        self.values = self.keys if aliased else function(self.values)
+        if self.feeds is not None:
+            self.feeds = function(self.feeds)
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove > 0:
+            raise ValueError(f"crop({tokens_to_remove}): pass a negative number of tokens to remove.")
+        if tokens_to_remove < 0 and self.get_seq_length() > 0:
+            self._apply(lambda t: t[..., :tokens_to_remove, :])
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        if self.get_seq_length() > 0:
+            self._apply(lambda t: t.index_select(0, beam_idx.to(t.device)))
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.get_seq_length() > 0:
+            self._apply(lambda t: t.repeat_interleave(repeats, dim=0))
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.get_seq_length() > 0:
+            self._apply(lambda t: t[indices, ...])
+
+    def reset(self) -> None:
+        self.feeds = None
+        super().reset()
+
+
+def decoder_cache(
+    cache: Cache | None, use_cache: bool, is_encoder_decoder: bool, num_layers: int, layer_class: type
+) -> tuple[Cache | None, Cache | None]:
+    """The cache a decoder keeps its state in, and its self-attention part.
+
+    Creates one when asked for (`use_cache`) and none is given. A cache made elsewhere (generate's default,
+    a user's `DynamicCache()`) that holds no state yet gets this decoder's layers, one `layer_class` per
+    block; one that holds state of another kind is an error.
+    """
+    if cache is None:
+        if not use_cache:
+            return None, None
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache()) if is_encoder_decoder else DynamicCache()
+    if is_encoder_decoder and not isinstance(cache, EncoderDecoderCache):
+        raise ValueError("An encoder-decoder needs an EncoderDecoderCache (decoder states + attention over the source).")
+    self_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
+    layers = self_cache.layers
+    if len(layers) != num_layers or not all(type(layer) is layer_class for layer in layers):
+        if any(getattr(layer, "is_initialized", False) and layer.get_seq_length() > 0 for layer in layers):
+            raise ValueError(
+                f"The cache holds states of another model ({[type(layer).__name__ for layer in layers]}); this "
+                f"decoder keeps {num_layers} x {layer_class.__name__}. Pass the cache this model returned, or none."
+            )
+        self_cache.layers = [layer_class() for _ in range(num_layers)]
+        self_cache.layer_class_to_replicate = None
+    if isinstance(cache, EncoderDecoderCache) and not cache.is_updated.get(0):
+        cache.cross_attention_cache.layers = [DynamicLayer() for _ in range(num_layers)]
+        cache.cross_attention_cache.layer_class_to_replicate = None
+        cache.is_updated = dict.fromkeys(range(num_layers), False)
+    return cache, self_cache
+
+
+def source_memory(
+    cache: Cache | None, compute: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention keys and values over the source `(B, S, H)` of a recurrent or convolutional decoder: computed once
+    per source and kept, per decoder block, in the cross-attention part of an `EncoderDecoderCache`."""
+    if isinstance(cache, EncoderDecoderCache) and cache.is_updated.get(0):
+        layer = cache.cross_attention_cache.layers[0]
+        return layer.keys[:, 0], layer.values[:, 0]
+    keys, values = compute()
+    if isinstance(cache, EncoderDecoderCache):
+        for i, layer in enumerate(cache.cross_attention_cache.layers):
+            layer.update(keys.unsqueeze(1), values.unsqueeze(1))
+            cache.is_updated[i] = True
+    return keys, values
