@@ -209,9 +209,10 @@ class HfLlmConfig(PretrainedConfig):
 
     @property
     def head_dim(self) -> int:
-        if self.side_backbone("decoder") == "transformer":
-            return self.hidden_size // self.num_attention_heads
-        return self.hidden_size
+        heads = self.num_attention_heads
+        if self.side_backbone("decoder") == "transformer" and isinstance(heads, int) and heads > 0:
+            return self.hidden_size // heads
+        return self.hidden_size  # (an invalid head count is reported by validate())
 
     def used_backbones(self) -> list[str]:
         sides = ["encoder", "decoder"] if self.is_encoder_decoder else ["decoder"]

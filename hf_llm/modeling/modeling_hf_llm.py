@@ -43,6 +43,11 @@ ENCODERS = {"transformer": HfLlmTransformerEncoder, "rnn": HfLlmRNNEncoder, "cnn
 DECODERS = {"transformer": HfLlmTransformerDecoder, "rnn": HfLlmRNNDecoder, "cnn": HfLlmCNNDecoder}
 
 
+class CheckpointMismatchError(ValueError, RuntimeError):
+    """Weights that do not fit their config. A `RuntimeError`, as transformers raises for tensors of other shapes,
+    and a `ValueError`, like every other invalid-configuration error of hf_llm."""
+
+
 class HfLlmPreTrainedModel(PreTrainedModel):
     config: HfLlmConfig
     config_class = HfLlmConfig
@@ -110,7 +115,7 @@ class HfLlmPreTrainedModel(PreTrainedModel):
         except RuntimeError as error:
             if "ignore_mismatched_sizes" not in str(error):
                 raise
-            raise RuntimeError(
+            raise CheckpointMismatchError(
                 f"The weights in {pretrained_model_name_or_path} do not fit its config: some tensors have other "
                 "shapes (was vocab_size or hidden_size edited in config.json?). Use the config saved with the "
                 "weights, or pass ignore_mismatched_sizes=True to re-initialise the mismatched tensors."
@@ -125,7 +130,7 @@ class HfLlmPreTrainedModel(PreTrainedModel):
             config = model.config
             sides = ["encoder", "decoder"] if config.is_encoder_decoder else ["decoder"]
             described = ", ".join(f"{side}: {config.side_backbone(side)} x {config.side_layers(side)}" for side in sides)
-            raise ValueError(
+            raise CheckpointMismatchError(
                 f"The weights in {pretrained_model_name_or_path} do not fit its config ({described}): "
                 + (f"{len(missing)} tensors are missing (e.g. {missing[0]}) " if missing else "")
                 + (f"{len(unexpected)} tensors are not used (e.g. {unexpected[0]}) " if unexpected else "")
@@ -500,6 +505,7 @@ class HfLlmForSequenceClassification(HfLlmPreTrainedModel):
 
 
 __all__ = [
+    "CheckpointMismatchError",
     "HfLlmPreTrainedModel",
     "HfLlmModel",
     "HfLlmForCausalLM",

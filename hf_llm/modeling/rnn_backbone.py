@@ -57,6 +57,19 @@ class PackedPadding:
         return torch.zeros_like(front).scatter(1, self.order.unsqueeze(-1).expand_as(front), front)
 
 
+def call_rnn(rnn: nn.RNNBase, x: torch.Tensor | PackedSequence, state: RNNState | None):
+    """`rnn(x, state)`; under CPU autocast in float32: oneDNN's bfloat16 LSTM/GRU needs a CPU with AVX512-BF16 or
+    AMX and fails elsewhere ("could not create a primitive descriptor"), and the recurrence is a small share of
+    the FLOPs."""
+    if not (torch.is_autocast_enabled("cpu") and (x.data if isinstance(x, PackedSequence) else x).device.type == "cpu"):
+        return rnn(x, state)
+    with torch.autocast("cpu", enabled=False):
+        x = x._replace(data=x.data.float()) if isinstance(x, PackedSequence) else x.float()
+        if state is not None:
+            state = tuple(part.float() for part in state) if isinstance(state, tuple) else state.float()
+        return rnn(x, state)
+
+
 def needs_packing(mask: torch.Tensor | None) -> bool:
     return mask is not None and not bool(mask.all())
 
@@ -64,9 +77,9 @@ def needs_packing(mask: torch.Tensor | None) -> bool:
 def run_rnn(rnn: nn.RNNBase, x: torch.Tensor, mask: torch.Tensor | None, state: RNNState | None):
     """Run a fused RNN over `x (B, T, D)` from `state`, skipping padding wherever it is (left or right)."""
     if not needs_packing(mask):
-        return rnn(x, state)
+        return call_rnn(rnn, x, state)
     padding = PackedPadding(mask)
-    packed_out, final = rnn(padding.pack(x), state)
+    packed_out, final = call_rnn(rnn, padding.pack(x), state)
     return padding.unpack(packed_out), final
 
 
@@ -79,6 +92,40 @@ def keep_where(keep: torch.Tensor, new: RNNState, old: RNNState) -> RNNState:
     if isinstance(new, tuple):
         return tuple(torch.where(keep[None, :, None], n, o) for n, o in zip(new, old))
     return torch.where(keep[None, :, None], new, old)
+
+
+def forward_fill(outputs: torch.Tensor, mask: torch.Tensor | None, initial: torch.Tensor) -> torch.Tensor:
+    """Each position's state `(B, T, H)`: its output, or at a padding position the last real one's (`initial (B, H)`
+    before the first), as a recurrence that skips padding holds its state."""
+    if mask is None:
+        return outputs
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    last_real = torch.where(mask.bool(), positions, -1).cummax(dim=1).values  # (B, T)
+    filled = outputs.gather(1, last_real.clamp(min=0).unsqueeze(-1).expand_as(outputs))
+    return torch.where((last_real >= 0).unsqueeze(-1), filled, initial.unsqueeze(1))
+
+
+def lstm_cells(lstm: nn.LSTM, inputs: torch.Tensor, hidden: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor,
+               mask: torch.Tensor | None) -> torch.Tensor:
+    """The cell state after every token `(B, T, H)` of a one-layer LSTM whose inputs `(B, T, D)` and hidden states
+    `(B, T, H)` (from the fused kernel, which returns only the last cell) are known: the gates of all steps at once,
+    then the linear recurrence c_t = f_t * c_{t-1} + i_t * g_t solved by a parallel prefix scan in log2(T) steps
+    (Hillis & Steele 1986; products of forget gates in (0, 1) only shrink, so the scan is stable)."""
+    previous = torch.cat([h0.unsqueeze(1), hidden[:, :-1]], dim=1)  # (B, T, H): h_{t-1}
+    gates = nn.functional.linear(inputs, lstm.weight_ih_l0, lstm.bias_ih_l0) + \
+        nn.functional.linear(previous, lstm.weight_hh_l0, lstm.bias_hh_l0)  # (B, T, 4H): input, forget, cell, output
+    i, f, g, _ = gates.chunk(4, dim=-1)
+    a, b = torch.sigmoid(f), torch.sigmoid(i) * torch.tanh(g)
+    if mask is not None:  # a padding step holds the cell: c_t = c_{t-1}
+        real = mask.bool().unsqueeze(-1)
+        a, b = torch.where(real, a, torch.ones_like(a)), torch.where(real, b, torch.zeros_like(b))
+    b = torch.cat([b[:, :1] + a[:, :1] * c0.unsqueeze(1), b[:, 1:]], dim=1)
+    step = 1
+    while step < b.shape[1]:  # after the pass with offset k every c_t sums the last 2k terms
+        b = torch.cat([b[:, :step], b[:, step:] + a[:, step:] * b[:, :-step]], dim=1)
+        a = torch.cat([a[:, :step], a[:, step:] * a[:, :-step]], dim=1)
+        step *= 2
+    return b
 
 
 class HfLlmRNNLayer(GradientCheckpointingLayer):
@@ -96,7 +143,7 @@ class HfLlmRNNLayer(GradientCheckpointingLayer):
         packed = batch_sizes is not None
         x = PackedSequence(data, batch_sizes, sorted_indices, unsorted_indices) if packed else data
         state = None if h0 is None else (h0 if c0 is None else (h0, c0))
-        out, final = self.rnn(x, state)
+        out, final = call_rnn(self.rnn, x, state)
         return (out.data if packed else out), *split_state(final)  # outputs, h_n, c_n (None for a GRU)
 
 
@@ -123,12 +170,15 @@ class HfLlmRecurrence(nn.Module):
         return h[rows], (c[rows] if c is not None else None)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, state: RNNState | None = None,
-                output_hidden_states: bool = False):
-        """`x (B, T, D)` -> outputs `(B, T, dirs * H)`, the final state `(L * dirs, B, H)` [LSTM: (h, c)], and with
-        `output_hidden_states` every layer's outputs `[(B, T, dirs * H)] * L` (else None)."""
+                output_hidden_states: bool = False, output_states: bool = False):
+        """`x (B, T, D)` -> outputs `(B, T, dirs * H)`, the final state `(L * dirs, B, H)` [LSTM: (h, c)], with
+        `output_hidden_states` every layer's outputs `[(B, T, dirs * H)] * L` (else None), and with `output_states`
+        (unidirectional stacks; what a cache records) each layer's state after every token: hidden `(L, B, T, H)`
+        and LSTM cell (or None), padding positions holding the previous state."""
         padding = PackedPadding(mask) if needs_packing(mask) else None
         h = padding.pack(x) if padding is not None else x
-        finals, per_layer = [], [] if output_hidden_states else None
+        finals, per_layer = [], [] if output_hidden_states or output_states else None
+        hiddens, cells = [], []
         for i, layer in enumerate(self.layers):
             if i > 0 and self.dropout and self.training:
                 h = h._replace(data=nn.functional.dropout(h.data, self.dropout)) if padding is not None else \
@@ -139,25 +189,31 @@ class HfLlmRecurrence(nn.Module):
                 h = h._replace(data=data)
             else:
                 h, h_n, c_n = layer(h, None, None, None, h0, c0)
+            if padding is not None and not bool(mask.any(-1).all()):
+                # A row of padding only (packed as one token) holds its state.
+                real = mask.any(-1)[None, :, None]
+                h_n = torch.where(real, h_n, torch.zeros_like(h_n) if h0 is None else h0)
+                c_n = None if c_n is None else torch.where(real, c_n, torch.zeros_like(c_n) if c0 is None else c0)
             finals.append(h_n if c_n is None else (h_n, c_n))
             if per_layer is not None:
                 per_layer.append(padding.unpack(h) if padding is not None else h)
+            if output_states:
+                layer_inputs = x if i == 0 else per_layer[i - 1]
+                zeros = layer_inputs.new_zeros(x.shape[0], h_n.shape[-1])
+                hidden = forward_fill(per_layer[i], mask, zeros if h0 is None else h0[0])
+                hidden = torch.cat([hidden[:, :-1], h_n[0].unsqueeze(1)], dim=1)  # the kernel's own final state
+                hiddens.append(hidden)
+                if c_n is not None:
+                    c_start = zeros if c0 is None else c0[0]
+                    cell = lstm_cells(layer.rnn, layer_inputs, hidden, zeros if h0 is None else h0[0], c_start, mask)
+                    cells.append(torch.cat([cell[:, :-1], c_n[0].unsqueeze(1)], dim=1))
         if isinstance(finals[0], tuple):
             final = tuple(torch.cat(parts, dim=0) for parts in zip(*finals))
         else:
             final = torch.cat(finals, dim=0)
-        return (padding.unpack(h) if padding is not None else h), final, per_layer
-
-    def step(self, x: torch.Tensor, state: RNNState) -> tuple[torch.Tensor, RNNState]:
-        """One token `x (B, D)` through every (unidirectional) layer from `state` -> top output `(B, H)`, new state."""
-        h = x.unsqueeze(1)
-        finals = []
-        for i, layer in enumerate(self.layers):
-            h, h_n, c_n = layer(h, None, None, None, *self.layer_state(state, i))
-            finals.append(h_n if c_n is None else (h_n, c_n))
-        if isinstance(finals[0], tuple):
-            return h[:, 0], tuple(torch.cat(parts, dim=0) for parts in zip(*finals))
-        return h[:, 0], torch.cat(finals, dim=0)
+        states = (torch.stack(hiddens), torch.stack(cells) if cells else None) if output_states else None
+        outputs = per_layer[-1] if per_layer is not None else (padding.unpack(h) if padding is not None else h)
+        return outputs, final, per_layer if output_hidden_states else None, states
 
 
 class HfLlmAttentionRecurrence(GradientCheckpointingLayer):
@@ -195,10 +251,10 @@ class HfLlmAttentionRecurrence(GradientCheckpointingLayer):
             energy = self.score_proj(torch.tanh(keys + self.query_proj(top).unsqueeze(1))).squeeze(-1)  # (B, S)
             probs = masked_softmax(energy, source_mask)
             context = torch.bmm(probs.unsqueeze(1), values).squeeze(1)  # (B, H)
-            out, state = self.rnn(torch.cat([x, context], dim=-1).unsqueeze(1), state)
+            out, state = call_rnn(self.rnn, torch.cat([x, context], dim=-1).unsqueeze(1), state)
             return torch.tanh(self.combine(torch.cat([context, out.squeeze(1)], dim=-1))), state, probs
         rnn_input = torch.cat([x, feed], dim=-1) if self.stepped else x
-        out, state = self.rnn(rnn_input.unsqueeze(1), state)
+        out, state = call_rnn(self.rnn, rnn_input.unsqueeze(1), state)
         attentional, probs = self.luong_attend(out, keys, values, source_mask)
         return attentional.squeeze(1), state, probs.squeeze(1)
 
@@ -287,7 +343,7 @@ class HfLlmRNNEncoder(nn.Module):
         **kwargs,
     ) -> HfLlmEncoderOutput:
         x = self.dropout(self.embed_norm(embed(input_ids, inputs_embeds, self.embed_tokens)))  # (B, S, H)
-        outputs, final, per_layer = self.recurrence(x, attention_mask, output_hidden_states=output_hidden_states)  # (B, S, H)
+        outputs, final, per_layer, _ = self.recurrence(x, attention_mask, output_hidden_states=output_hidden_states)
         hidden = split_state(final)[0]  # (L * dirs, B, H / dirs)
         batch = hidden.shape[1]
         hidden = hidden.view(self.num_layers, self.num_directions, batch, -1).permute(2, 0, 1, 3)
@@ -411,14 +467,15 @@ class HfLlmRNNDecoder(nn.Module):
         if starts is not None:
             # Packed documents: one row per document, each from the initial (zero) state.
             documents = DocumentSplit(starts)
-            outputs, _, _ = self.recurrence(documents.split(x), documents.mask)
+            outputs, _, _, _ = self.recurrence(documents.split(x), documents.mask)
             hidden_states = documents.merge(outputs)
         elif self.attention == "none":
-            if self_cache is not None:  # generation: step through the tokens, recording every state
-                steps = run_steps(lambda x_t, s, f: self.recurrence.step(x_t, s), x, mask, state, None)
-                hidden_states, state = steps.outputs, steps.state
-            else:
-                hidden_states, state, per_layer = self.recurrence(x, mask, state, output_hidden_states)
+            # Fused over the whole sequence; a cached forward also gets every layer's state after every token.
+            hidden_states, state, per_layer, recorded = self.recurrence(
+                x, mask, state, output_hidden_states, output_states=self_cache is not None
+            )
+            if recorded is not None:
+                steps = Steps(hidden_states, state, None, recorded[0], recorded[1], None, None)
         else:
             keys, values = source_memory(cache, lambda: self.attention_memory(encoder_outputs.last_hidden_state))
             if self.recurrence.stepped and feed is None:
