@@ -247,3 +247,20 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(case, re
     assert got.keys() == expected.keys()
     for name, grad in expected.items():
         torch.testing.assert_close(got[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+# Checkpoints saved by hf_llm before the per-token cache layers and the HfLlm* class names ------------------------
+@pytest.mark.parametrize("name", ["lm_transformer", "lm_rnn", "lm_cnn", "s2s_transformer", "s2s_rnn", "s2s_cnn"])
+def test_checkpoints_of_the_previous_layout_load_with_their_logits(name):
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    folder = Path(__file__).parent / "data" / "layout_v1" / name
+    expected = load_file(folder / "expected.safetensors")
+    auto = AutoModelForCausalLM if name.startswith("lm_") else AutoModelForSeq2SeqLM
+    model = auto.from_pretrained(folder).eval()
+    ids = expected["input_ids"]
+    with torch.no_grad():
+        logits = model(ids).logits if name.startswith("lm_") else model(ids, decoder_input_ids=ids).logits
+    assert_logits_close(logits, expected["logits"])
