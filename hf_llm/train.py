@@ -120,7 +120,7 @@ def build_model(recipe: Recipe, tokenizer, auto_class=AutoModelForCausalLM, **co
         config = build_config(recipe, vocab_size=len(tokenizer), special=special)
         for key, value in config_fields.items():
             setattr(config, key, value)
-        config.validate()
+        config.check_fields()
         return auto_class.from_config(config)
     except ValueError as error:
         raise RecipeError(f"model: {error}") from None

@@ -16,8 +16,6 @@ import copy
 from transformers import PretrainedConfig
 
 BACKBONES = ("transformer", "rnn", "cnn")
-# Families whose code has landed. Asking for another one fails loudly instead of falling back.
-AVAILABLE_BACKBONES = ("transformer", "rnn", "cnn")
 RNN_CELLS = ("lstm", "gru")
 RNN_ATTENTIONS = ("bahdanau", "luong_dot", "luong_general", "none")
 RNN_INIT_STATES = ("encoder", "zeros")
@@ -161,7 +159,7 @@ class HfLlmConfig(PretrainedConfig):
         self.cnn_weight_norm = cnn_weight_norm
         super().__init__(is_encoder_decoder=is_encoder_decoder, **kwargs)
         self.auto_map = {**AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
-        self.validate()
+        self.check_fields()
 
     # ----------------------------------------------------------------------------------------------
     # Per-side views used by the modeling code.
@@ -219,8 +217,9 @@ class HfLlmConfig(PretrainedConfig):
         return [self.side_backbone(side) for side in sides]
 
     # ----------------------------------------------------------------------------------------------
-    def validate(self) -> None:
-        """Raise `ValueError` naming the first invalid field, what it holds and what is allowed."""
+    def check_fields(self) -> None:
+        """Raise `ValueError` naming the first invalid field, what it holds and what is allowed. (Not `validate`:
+        that name is transformers' own validation hook, which runs at save time.)"""
         for name in ("backbone", "encoder_backbone", "decoder_backbone"):
             value = getattr(self, name)
             if value is None and name != "backbone":
@@ -234,12 +233,6 @@ class HfLlmConfig(PretrainedConfig):
                         f"{name}={getattr(self, name)!r} is set but is_encoder_decoder=False: a decoder-only model "
                         f"has no encoder. Set is_encoder_decoder=True or leave {name} unset."
                     )
-        for family in self.used_backbones():
-            if family not in AVAILABLE_BACKBONES:
-                raise ValueError(
-                    f"backbone {family!r} is not available yet in this version of hf_llm; available backbones are "
-                    f"{list(AVAILABLE_BACKBONES)}."
-                )
 
         positive = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                     "max_position_embeddings", "encoder_layers", "decoder_layers")
