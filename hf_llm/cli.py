@@ -26,16 +26,19 @@ def command_train(args) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     result = run(recipe, overwrite=args.overwrite)
     print(f"\nSaved to {result['output_dir']}")
-    for key in ("eval_loss", "perplexity", "init_perplexity", "eval_bleu", "eval_chrf", "eval_rouge1", "eval_rougeL",
-                "eval_accuracy", "eval_f1"):
+    reported = ("eval_loss", "perplexity", "init_perplexity", "eval_bleu", "eval_chrf", "eval_rouge1", "eval_rougeL",
+                "eval_accuracy", "eval_f1")
+    for key in reported:
         if key in result:
             print(f"  {key}: {result[key]:.4f}")
     if "best_step" in result:
         print(f"  kept the best checkpoint: step {result['best_step']} of {result['last_step']} "
               f"({result['metric_for_best_model']} {result['best_metric']:.4f}, {result['best_model_checkpoint']})")
-    for key, value in result.items():
-        if key.startswith("averaged_") and isinstance(value, float):
-            print(f"  {key}: {value:.4f}")
+    if "averaged_model" in result:
+        print(f"  averaged {', '.join(result['averaged_checkpoints'])} into {result['averaged_model']}:")
+        for key in reported:
+            if f"averaged_{key}" in result:
+                print(f"    averaged_{key}: {result[f'averaged_{key}']:.4f}")
     for text in result.get("samples", []):
         print(f"\n--- sample ---\n{text}")
     return 0
