@@ -36,16 +36,15 @@ def provenance(model_dir: str) -> dict:
     Trainer's state), or the checkpoints averaged into it (`hf-llm average`)."""
     from .averaging import RECORD_NAME
 
-    record = {}
+    averaged = os.path.join(model_dir, RECORD_NAME)
+    if os.path.isfile(averaged):  # written last: `hf-llm average --output RUN_DIR` replaced the best model
+        with open(averaged) as f:
+            return {"averaged_checkpoints": json.load(f)["checkpoints"]}
     best = os.path.join(model_dir, "best_results.json")
     if os.path.isfile(best):
         with open(best) as f:
-            record.update(json.load(f))
-    averaged = os.path.join(model_dir, RECORD_NAME)
-    if os.path.isfile(averaged):
-        with open(averaged) as f:
-            record["averaged_checkpoints"] = json.load(f)["checkpoints"]
-    return record
+            return json.load(f)
+    return {}
 
 
 def evaluate_target(target: str, overrides: list[str] | None = None) -> dict:

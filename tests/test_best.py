@@ -164,6 +164,11 @@ def test_average_writes_the_mean_of_the_last_checkpoints_as_a_loadable_model(tmp
     assert model.generate(ids, max_new_tokens=3).shape[0] == 1
     assert AutoTokenizer.from_pretrained(out).get_vocab() == tokenizer.get_vocab()
     assert not [p for p in os.listdir(run) if p.startswith(".average-")], "no staging folder left behind"
+    # Asked to, it replaces the run's own weights.
+    assert main(["average", str(run), "--last", "2", "--output", str(run)]) == 0
+    assert load_file(run / "model.safetensors").keys() == averaged.keys()
+    assert all(torch.equal(load_file(run / "model.safetensors")[k], averaged[k]) for k in averaged)
+    assert not [p for p in os.listdir(run) if p.startswith(".average-")]
 
 
 @pytest.mark.parametrize("case", ["too few", "shapes differ", "no run", "output exists", "last 1"])
