@@ -110,6 +110,14 @@ def data_description(recipe: dict) -> tuple[str, str, str | None]:
     return "unknown", "its training data", None
 
 
+def kept_checkpoint(best: dict) -> str | None:
+    """The sentence saying which checkpoint the model is (`best_results.json` of a run that kept its best)."""
+    if not best:
+        return None
+    return (f"These are the weights of step {best['best_step']} of {best['last_step']}, the best of the run's "
+            f"evaluations by `{best['metric_for_best_model']}` ({best['best_metric']:.4g}).")
+
+
 def build_card(model_dir: str, repo_id: str | None = None, model=None) -> ModelCard:
     """The card of a saved model folder (config, recipe.yaml, *_results.json)."""
     from transformers import AutoConfig
@@ -153,9 +161,9 @@ def build_card(model_dir: str, repo_id: str | None = None, model=None) -> ModelC
         model_name=repo_id, eval_results=eval_results or None,
     )
     training = recipe.get("training", {})
-    hyperparameters = [(k, training[k]) for k in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
-                                                  "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay",
-                                                  "seed") if k in training]
+    hyperparameters = [(k, training[k]) for k in ("max_steps", "num_train_epochs", "per_device_train_batch_size",
+                                                  "gradient_accumulation_steps", "learning_rate", "lr_scheduler_type",
+                                                  "warmup_steps", "weight_decay", "seed") if k in training]
     if "block_size" in recipe.get("data", {}) and task == "causal_lm":
         hyperparameters.append(("block_size", recipe["data"]["block_size"]))
     parameters = sum(p.numel() for p in model.parameters()) if model is not None else None
@@ -178,6 +186,7 @@ def build_card(model_dir: str, repo_id: str | None = None, model=None) -> ModelC
         task=TASK_NAMES[task], data_description=long_data, data_short=short_data, compute=compute,
         hyperparameters=hyperparameters, recipe_yaml=yaml.safe_dump(recipe, sort_keys=False) if recipe else "# not recorded\n",
         results=results, signatures=signatures, validation_size=None, intended_use=intended,
+        kept=kept_checkpoint(read_json(os.path.join(model_dir, "best_results.json"))),
         learned_positions="cnn" in families, max_positions=config.max_position_embeddings,
     )
 

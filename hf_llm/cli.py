@@ -1,4 +1,4 @@
-"""The `hf-llm` command line: train, generate, chat, eval, compare, push, tokenizer, recipes.
+"""The `hf-llm` command line: train, generate, chat, eval, average, compare, push, tokenizer, recipes.
 
 A problem the user can fix (a bad recipe key, a missing file, a dataset without its column, ...) is
 printed as one line starting with "error:" and exits with status 2; no traceback.
@@ -26,10 +26,19 @@ def command_train(args) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     result = run(recipe, overwrite=args.overwrite)
     print(f"\nSaved to {result['output_dir']}")
-    for key in ("eval_loss", "perplexity", "init_perplexity", "eval_bleu", "eval_chrf", "eval_rouge1", "eval_rougeL",
-                "eval_accuracy", "eval_f1"):
+    reported = ("eval_loss", "perplexity", "init_perplexity", "eval_bleu", "eval_chrf", "eval_rouge1", "eval_rougeL",
+                "eval_accuracy", "eval_f1")
+    for key in reported:
         if key in result:
             print(f"  {key}: {result[key]:.4f}")
+    if "best_step" in result:
+        print(f"  kept the best checkpoint: step {result['best_step']} of {result['last_step']} "
+              f"({result['metric_for_best_model']} {result['best_metric']:.4f}, {result['best_model_checkpoint']})")
+    if "averaged_model" in result:
+        print(f"  averaged {', '.join(result['averaged_checkpoints'])} into {result['averaged_model']}:")
+        for key in reported:
+            if f"averaged_{key}" in result:
+                print(f"    averaged_{key}: {result[f'averaged_{key}']:.4f}")
     for text in result.get("samples", []):
         print(f"\n--- sample ---\n{text}")
     return 0
@@ -37,7 +46,13 @@ def command_train(args) -> int:
 
 def load_model_and_tokenizer(model_dir: str):
     import hf_llm  # noqa: F401  (registers the Auto classes)
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSeq2SeqLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
 
     from .recipes import RecipeError
 
@@ -47,7 +62,10 @@ def load_model_and_tokenizer(model_dir: str):
         raise RecipeError(f"{model_dir} holds no config.json: not a saved model (train one with `hf-llm train`).")
     try:
         config = AutoConfig.from_pretrained(model_dir)
-        auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+        if any(name.endswith("ForSequenceClassification") for name in config.architectures or []):
+            auto = AutoModelForSequenceClassification  # a classification run (hf-llm eval, averaging)
+        else:
+            auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
         model = auto.from_pretrained(model_dir, use_safetensors=True).eval()  # never unpickle weights
     except (OSError, ValueError) as error:
         raise RecipeError(f"Cannot load the model in {model_dir}: {error}") from None
@@ -144,6 +162,14 @@ def command_eval(args) -> int:
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON only; the Trainer's logs go to stderr
         metrics = evaluate_target(args.target, args.overrides)
     print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def command_average(args) -> int:
+    from .averaging import average_checkpoints
+
+    folder = average_checkpoints(args.run_dir, args.last, args.output)
+    print(f"Averaged the last {args.last} checkpoints of {args.run_dir} into {folder}")
     return 0
 
 
@@ -247,6 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("target", help="recipe file/name or model folder")
     evaluate.add_argument("overrides", nargs="*", metavar="section.key=value")
     evaluate.set_defaults(handler=command_eval)
+
+    average = commands.add_parser(
+        "average", help="average the weights of a run's last checkpoints",
+        description="Averages the safetensors weights of the last N checkpoint-* folders of RUN_DIR (as fairseq's "
+        "average_checkpoints.py) into a model folder with the run's config, generation config, tokenizer and recipe: "
+        "`hf-llm eval` and `hf-llm generate` take it. The run's own model is left alone unless --output RUN_DIR.",
+    )
+    average.add_argument("run_dir", help="folder written by `hf-llm train`, holding checkpoint-* folders")
+    average.add_argument("--last", type=int, required=True, metavar="N", help="how many of the last checkpoints")
+    average.add_argument("--output", default=None, help="model folder to write (default RUN_DIR/average-last-N)")
+    average.set_defaults(handler=command_average)
 
     tokenizer = commands.add_parser("tokenizer", help="tokenizer tools")
     tokenizer_commands = tokenizer.add_subparsers(dest="tokenizer_command", required=True, metavar="COMMAND")

@@ -62,6 +62,10 @@ def apply_budget(recipe: Recipe, budget: tuple[str, float] | None) -> None:
         training["max_minutes"] = amount
         training["max_steps"] = 10**7
         training["save_strategy"] = "no"
+        # No checkpoints, so none to keep or average: every candidate ends on its last step.
+        training["load_best_model_at_end"] = False
+        for key in ("early_stopping_patience", "average_last_checkpoints"):
+            training.pop(key, None)
         # The number of steps is unknown in advance: a schedule over 10**7 steps would barely move, so the
         # learning rate is held constant after warmup, for every candidate alike.
         training["lr_scheduler_type"] = "constant_with_warmup"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 
@@ -30,6 +31,22 @@ def resolve(target: str, overrides: list[str]) -> tuple[Recipe, str]:
     return recipe, model_dir
 
 
+def provenance(model_dir: str) -> dict:
+    """Which weights the folder holds: the best checkpoint its run kept (`best_results.json`, from the
+    Trainer's state), or the checkpoints averaged into it (`hf-llm average`)."""
+    from .averaging import RECORD_NAME
+
+    averaged = os.path.join(model_dir, RECORD_NAME)
+    if os.path.isfile(averaged):  # written last: `hf-llm average --output RUN_DIR` replaced the best model
+        with open(averaged) as f:
+            return {"averaged_checkpoints": json.load(f)["checkpoints"]}
+    best = os.path.join(model_dir, "best_results.json")
+    if os.path.isfile(best):
+        with open(best) as f:
+            return json.load(f)
+    return {}
+
+
 def evaluate_target(target: str, overrides: list[str] | None = None) -> dict:
     from .cli import load_model_and_tokenizer
 
@@ -38,7 +55,7 @@ def evaluate_target(target: str, overrides: list[str] | None = None) -> dict:
     if recipe.task != "causal_lm":
         from .tasks import evaluate_task
 
-        return evaluate_task(recipe, model, tokenizer)
+        return {**evaluate_task(recipe, model, tokenizer), "model": model_dir, **provenance(model_dir)}
     data = recipe.data
     raw = load_raw(data, seed=0)
     require_columns(raw, [data.text_column], {data.text_column: "data.text_column"})
@@ -52,5 +69,4 @@ def evaluate_target(target: str, overrides: list[str] | None = None) -> dict:
                           processing_class=tokenizer)
         metrics = trainer.evaluate()
     metrics["perplexity"] = perplexity(metrics["eval_loss"])
-    metrics["model"] = model_dir
-    return metrics
+    return {**metrics, "model": model_dir, **provenance(model_dir)}

@@ -27,6 +27,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 import yaml
 
 from .modeling.configuration_hf_llm import HfLlmConfig
@@ -143,7 +144,15 @@ SECTIONS = {"model": ModelArgs, "tokenizer": TokenizerArgs, "data": DataArgs, "g
 TOP_LEVEL = ("description", "task", "model", "tokenizer", "data", "generation", "training")
 # HfLlmConfig fields that come from the tokenizer, not from a recipe.
 # Keys of the `training` section that hf_llm handles itself (not TrainingArguments fields).
-HF_LLM_TRAINING_KEYS = ("resume_from_checkpoint", "on_nonfinite_loss", "max_minutes")
+HF_LLM_TRAINING_KEYS = ("resume_from_checkpoint", "on_nonfinite_loss", "max_minutes", "early_stopping_patience",
+                        "average_last_checkpoints")
+# Defaults of hf_llm's runs where TrainingArguments' own do not suit (the recipe's values win).
+TRAINING_DEFAULTS = dict(report_to="none", logging_steps=10, save_total_limit=2, per_device_train_batch_size=8,
+                         per_device_eval_batch_size=8, dataloader_pin_memory=torch.cuda.is_available(),
+                         include_num_input_tokens_seen=True)
+# A budget given on the command line replaces the recipe's: `training.num_train_epochs=3` on a recipe with
+# `max_steps: 800` means three epochs (for TrainingArguments, max_steps would win).
+BUDGET_KEYS = ("max_steps", "num_train_epochs")
 TOKENIZER_FIELDS = {"vocab_size", "pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"}
 
 
@@ -215,6 +224,20 @@ def training_field_types(task: str = "causal_lm") -> dict[str, Any]:
     fields["resume_from_checkpoint"] = str | bool | None  # true: the last checkpoint in output_dir
     fields["on_nonfinite_loss"] = typing.Literal["stop", "skip"]
     fields["max_minutes"] = float | None  # stop training after this much wall time (the budget of `hf-llm compare`)
+    fields["early_stopping_patience"] = int | None  # stop after this many evaluations without a better metric
+    fields["average_last_checkpoints"] = int | None  # average the weights of the last N checkpoints at the end
+    return fields
+
+
+def training_arguments_fields(training: dict[str, Any]) -> dict[str, Any]:
+    """The TrainingArguments fields of a `training` section: hf_llm's own keys dropped and, where the best
+    checkpoint is kept (`load_best_model_at_end`), evaluation aligned with saving unless the recipe says
+    otherwise: the same strategy, and `eval_steps` = `save_steps` (TrainingArguments would take `logging_steps`)."""
+    fields = {key: value for key, value in training.items() if key not in HF_LLM_TRAINING_KEYS}
+    if fields.get("load_best_model_at_end"):
+        fields.setdefault("eval_strategy", fields.get("save_strategy", "steps"))
+        if fields["eval_strategy"] == "steps" and fields.get("eval_steps") is None:
+            fields["eval_steps"] = fields.get("save_steps", 500)
     return fields
 
 
@@ -278,6 +301,9 @@ def load_recipe(name_or_path: str | None, overrides: list[str] | None = None, ra
         raw.setdefault(section, {})
         if not isinstance(raw[section], dict):
             raw[section] = {}
+        if section == "training" and key in BUDGET_KEYS:
+            for other in BUDGET_KEYS:
+                raw[section].pop(other, None)
         raw[section][key] = value
 
     unknown = [key for key in raw if key not in TOP_LEVEL]
@@ -374,9 +400,36 @@ def validate_inputs(recipe: Recipe) -> None:
     except ValueError as error:
         raise RecipeError(f"generation: {error}") from None
     try:  # TrainingArguments checks its own combinations (eval/save strategies, ...); nothing is written
-        arguments_class(recipe.task)(**{k: v for k, v in recipe.training.items() if k not in HF_LLM_TRAINING_KEYS})
+        arguments = arguments_class(recipe.task)(**training_arguments_fields({**TRAINING_DEFAULTS, **recipe.training}))
     except (ValueError, TypeError) as error:
         raise RecipeError(f"training: {error}") from None
+    validate_training_keys(recipe, arguments)
+
+
+def validate_training_keys(recipe: Recipe, arguments) -> None:
+    """hf_llm's own `training` keys, against the TrainingArguments they come with."""
+    training = recipe.training
+    if recipe.data.streaming and arguments.max_steps <= 0:
+        raise RecipeError("data.streaming=true has no length to count epochs in: give training.max_steps.")
+    patience = training.get("early_stopping_patience")
+    if patience is not None:
+        if patience < 1:
+            raise RecipeError(f"training.early_stopping_patience must be at least 1, got {patience}.")
+        if not arguments.load_best_model_at_end:
+            raise RecipeError("training.early_stopping_patience needs training.load_best_model_at_end=true (and "
+                              "evaluation during training), so that the run ends on its best checkpoint.")
+    last = training.get("average_last_checkpoints")
+    if last is not None:
+        if last < 2:
+            raise RecipeError(f"training.average_last_checkpoints must be at least 2, got {last}.")
+        if arguments.save_strategy == "no":
+            raise RecipeError("training.average_last_checkpoints needs checkpoints: training.save_strategy is 'no'.")
+        # With load_best_model_at_end the best checkpoint is kept besides the most recent ones.
+        needed = last + int(bool(arguments.load_best_model_at_end))
+        limit = arguments.save_total_limit
+        if limit is not None and 0 < limit < needed:
+            raise RecipeError(f"training.average_last_checkpoints={last} needs training.save_total_limit of at least "
+                              f"{needed} (or null), got {limit}.")
 
 
 def build_config(recipe: Recipe, vocab_size: int, special: dict[str, int] | None = None) -> HfLlmConfig:

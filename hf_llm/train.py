@@ -15,11 +15,13 @@ import pathlib
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from transformers import (
     AutoModelForCausalLM,
+    EarlyStoppingCallback,
     GenerationConfig,
     Seq2SeqTrainer,
     Trainer,
@@ -27,17 +29,26 @@ from transformers import (
     TrainingArguments,
     default_data_collator,
 )
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import get_last_checkpoint, rotate_checkpoints, set_seed
 
 from .data import load_raw, require_columns, tokenize_for_causal_lm
-from .recipes import HF_LLM_TRAINING_KEYS, Recipe, RecipeError, arguments_class, build_config, dump_recipe, generation_fields
+from .recipes import (
+    TRAINING_DEFAULTS,
+    Recipe,
+    RecipeError,
+    arguments_class,
+    build_config,
+    dump_recipe,
+    generation_fields,
+    training_arguments_fields,
+)
 from .tokenizer import load_tokenizer, special_token_ids, train_tokenizer
 
 logger = logging.getLogger("hf_llm")
 
-TRAINING_DEFAULTS = dict(report_to="none", logging_steps=10, save_total_limit=2, per_device_train_batch_size=8,
-                         per_device_eval_batch_size=8, dataloader_pin_memory=torch.cuda.is_available(),
-                         include_num_input_tokens_seen=True)
+# The checkpoint a causal LM run keeps (`training.load_best_model_at_end`): the lowest validation loss.
+BEST_METRIC = "loss"
 
 
 def prepare_output_dir(training: dict, overwrite: bool) -> str | None:
@@ -68,9 +79,8 @@ def is_main_process() -> bool:
 
 
 def training_arguments(recipe: Recipe, **task_defaults) -> TrainingArguments:
-    fields = {**TRAINING_DEFAULTS, **task_defaults, **recipe.training}
-    for own_key in HF_LLM_TRAINING_KEYS:
-        fields.pop(own_key, None)
+    """The recipe's TrainingArguments; `task_defaults` are the task's own (its `metric_for_best_model`, ...)."""
+    fields = training_arguments_fields({**TRAINING_DEFAULTS, **task_defaults, **recipe.training})
     try:
         return arguments_class(recipe.task)(**fields)
     except (ValueError, TypeError) as error:
@@ -229,16 +239,21 @@ class HfLlmTrainerMixin:
     - a non-finite training loss stops the run with a clear message (the checkpoints already written are
       the last good ones), or, with `on_nonfinite_loss="skip"`, the step is skipped (its gradients dropped);
       under DDP every process takes the same decision;
-    - `Trainer.push_to_hub` uploads hf_llm's model card instead of writing transformers' own.
+    - `Trainer.push_to_hub` uploads hf_llm's model card instead of writing transformers' own;
+    - `max_minutes` (a wall-time budget) and `early_stopping_patience` (transformers' `EarlyStoppingCallback`)
+      as callbacks.
     """
 
-    def __init__(self, *args, on_nonfinite_loss: str = "stop", max_minutes: float | None = None, **kwargs):
+    def __init__(self, *args, on_nonfinite_loss: str = "stop", max_minutes: float | None = None,
+                 early_stopping_patience: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.on_nonfinite_loss = on_nonfinite_loss
         self.skipped_steps = 0
         self._checkpoint_staging: str | None = None
         if max_minutes is not None:
             self.add_callback(TimeBudget(max_minutes))
+        if early_stopping_patience is not None:
+            self.add_callback(EarlyStoppingCallback(early_stopping_patience=early_stopping_patience))
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -286,14 +301,21 @@ class HfLlmTrainerMixin:
         finally:
             self._checkpoint_staging = None
         self.accelerator.wait_for_everyone()  # every rank has written its RNG state
+        # A new best checkpoint is recorded under the staging folder; it lives at its final name from now on
+        # (every rank: each loads the best model at the end).
+        best = self.state.best_model_checkpoint
+        if best is not None and best.startswith(staging):
+            self.state.best_model_checkpoint = best.replace(staging, run_dir, 1)
         if self.args.should_save:
+            state_file = os.path.join(staging, name, TRAINER_STATE_NAME)
+            if best != self.state.best_model_checkpoint and os.path.isfile(state_file):
+                # ... and so in the staged trainer_state.json, or a run resumed from it would lose its best.
+                self.state.save_to_json(state_file)
             final = os.path.join(run_dir, name)
             if os.path.isdir(final):
                 shutil.rmtree(final)
             os.replace(os.path.join(staging, name), final)  # atomic on one filesystem
             shutil.rmtree(staging, ignore_errors=True)
-            if self.state.best_model_checkpoint and self.state.best_model_checkpoint.startswith(staging):
-                self.state.best_model_checkpoint = self.state.best_model_checkpoint.replace(staging, run_dir, 1)
             rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
         self.accelerator.wait_for_everyone()
@@ -314,7 +336,19 @@ class HfLlmSeq2SeqTrainer(HfLlmTrainerMixin, Seq2SeqTrainer):
 
 def trainer_options(recipe: Recipe) -> dict:
     return {"on_nonfinite_loss": recipe.training.get("on_nonfinite_loss", "stop"),
-            "max_minutes": recipe.training.get("max_minutes")}
+            "max_minutes": recipe.training.get("max_minutes"),
+            "early_stopping_patience": recipe.training.get("early_stopping_patience")}
+
+
+def best_checkpoint_summary(trainer: Trainer) -> dict[str, Any]:
+    """Which checkpoint the run kept (`load_best_model_at_end`), from the Trainer's state; empty if none."""
+    state = trainer.state
+    if not trainer.args.load_best_model_at_end or state.best_model_checkpoint is None:
+        return {}
+    metric = trainer.args.metric_for_best_model
+    return {"best_step": state.best_global_step, "best_metric": state.best_metric,
+            "metric_for_best_model": metric if metric.startswith("eval_") else f"eval_{metric}",
+            "best_model_checkpoint": state.best_model_checkpoint, "last_step": state.global_step}
 
 
 def finish_run(trainer: Trainer, tokenizer, recipe: Recipe, train_result, metrics: dict, generation_config=None) -> dict:
@@ -323,20 +357,44 @@ def finish_run(trainer: Trainer, tokenizer, recipe: Recipe, train_result, metric
     from .cards import write_card
 
     output_dir = trainer.args.output_dir
+    best = best_checkpoint_summary(trainer)
+    averaged = {}
     if trainer.args.should_save:  # the main process of a distributed run
         save_final(trainer, tokenizer, recipe, output_dir, generation_config)
         trainer.save_metrics("train", train_result.metrics)
         trainer.save_metrics("eval", metrics)
+        if best:
+            trainer.save_metrics("best", best)
         trainer.save_state()
         save_loss_curve(trainer.state.log_history, os.path.join(output_dir, "loss_curve.png"))
+        last = recipe.training.get("average_last_checkpoints")
+        if last:
+            averaged = average_at_the_end(trainer, last)
         write_card(output_dir, trainer.hub_model_id, trainer.model)
     if trainer.args.push_to_hub:
         trainer.push_to_hub(commit_message="hf-llm: end of training")  # every rank calls it; only the main one pushes
-    return {**train_result.metrics, **metrics, "output_dir": output_dir}
+    return {**train_result.metrics, **metrics, **best, **averaged, "output_dir": output_dir}
 
 
-def train_and_evaluate(trainer: Trainer, resume: str | None, with_perplexity: bool = True) -> tuple:
-    """Train, then evaluate; `init_*` metrics come from the evaluation the Trainer runs before the first step.
+def average_at_the_end(trainer: Trainer, last: int) -> dict[str, Any]:
+    """`training.average_last_checkpoints`: average the last checkpoints into `output_dir/average-last-N` and
+    score that model on the validation data; its metrics are saved as `averaged_*` in all_results.json."""
+    from .averaging import average_checkpoints
+    from .evaluation import evaluate_target
+
+    folder = average_checkpoints(trainer.args.output_dir, last)
+    evaluated = evaluate_target(folder)
+    scores = {f"averaged_{key}": value for key, value in evaluated.items() if key.startswith("eval_") or key == "perplexity"}
+    scores.update(averaged_model=folder, averaged_checkpoints=evaluated["averaged_checkpoints"])
+    trainer.save_metrics("averaged", scores)
+    return scores
+
+
+def train_and_evaluate(trainer: Trainer, resume: str | None, with_perplexity: bool = True,
+                       final_evaluation: Callable[[Trainer], dict] | None = None) -> tuple:
+    """Train, then evaluate the final model (the best checkpoint's with `load_best_model_at_end`, by
+    `final_evaluation(trainer)` where given); `init_*` metrics come from the evaluation the Trainer runs
+    before the first step.
 
     That first evaluation is the Trainer's `eval_on_start` (set by `training_arguments(..., eval_on_start=...)`),
     which runs after the model is wrapped for distributed training. A `trainer.evaluate()` before
@@ -344,7 +402,7 @@ def train_and_evaluate(trainer: Trainer, resume: str | None, with_perplexity: bo
     replicas silently drift apart (seen with transformers 5.24 / accelerate 1.15).
     """
     train_result = trainer.train(resume_from_checkpoint=resume)
-    metrics = trainer.evaluate()
+    metrics = final_evaluation(trainer) if final_evaluation is not None else trainer.evaluate()
     start = next((e for e in trainer.state.log_history if e.get("step") == 0 and "eval_loss" in e), None)
     for key, value in (start or {}).items():
         if key.startswith("eval_"):
@@ -403,7 +461,7 @@ def run_causal_lm(recipe: Recipe, overwrite: bool = False) -> dict[str, Any]:
     fit_lengths(model, data, ("block_size",), truncate=False)
     set_generation_config(model, recipe, tokenizer)
     blocks = tokenize_for_causal_lm(raw, tokenizer, data)
-    args = training_arguments(recipe, eval_on_start=resume is None)
+    args = training_arguments(recipe, eval_on_start=resume is None, metric_for_best_model=BEST_METRIC)
 
     trainer = HfLlmTrainer(
         model=model, args=args, train_dataset=blocks["train"], eval_dataset=blocks["validation"],

@@ -58,11 +58,33 @@ def test_the_required_keys_exist_and_overrides_use_them():
         (["data.block_size=0"], r"data.block_size must be a positive integer"),
         (["training.eval_strategy=sometimes"], r"'training.eval_strategy' must be"),
         (["blocksize=3"], r"must look like section.key=value"),
+        (["training.early_stopping_patience=2", "training.load_best_model_at_end=false"],
+         r"training.early_stopping_patience needs training.load_best_model_at_end=true"),
+        (["training.early_stopping_patience=0"], r"training.early_stopping_patience must be at least 1"),
+        (["training.average_last_checkpoints=3"], r"average_last_checkpoints=3 needs training.save_total_limit of "
+                                                   r"at least 4 \(or null\), got 1"),
+        (["training.average_last_checkpoints=3", "training.save_strategy='no'", "training.load_best_model_at_end=false"],
+         r"average_last_checkpoints needs checkpoints"),
+        (["data.streaming=true", "training.num_train_epochs=1"], r"data.streaming=true .* give training.max_steps"),
+        (["training.save_steps=300"], r"saving steps to be a round multiple of the evaluation steps"),
     ],
 )
 def test_bad_recipes_fail_with_a_message_naming_the_problem(overrides, message):
     with pytest.raises(RecipeError, match=message):
         load_recipe("quickstart", overrides)
+
+
+def test_keeping_the_best_aligns_evaluation_with_saving_and_a_command_line_budget_replaces_the_recipes():
+    from hf_llm.recipes import training_arguments_fields
+
+    fields = training_arguments_fields({"load_best_model_at_end": True, "save_steps": 50, "logging_steps": 20,
+                                        "early_stopping_patience": 3})
+    assert (fields["eval_strategy"], fields["eval_steps"]) == ("steps", 50) and "early_stopping_patience" not in fields
+    assert training_arguments_fields({"load_best_model_at_end": True, "save_strategy": "epoch"})["eval_strategy"] == "epoch"
+    assert "eval_steps" not in training_arguments_fields({"save_steps": 50})
+    recipe = load_recipe("translation_tiny", ["training.num_train_epochs=3"])
+    assert recipe.training["num_train_epochs"] == 3 and "max_steps" not in recipe.training
+    assert load_recipe("translation_tiny", ["training.max_steps=9"]).training["max_steps"] == 9
 
 
 def test_bad_files_fail_clearly(tmp_path):

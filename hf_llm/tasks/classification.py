@@ -27,6 +27,9 @@ from ..train import (
 )
 from .metrics import classification_metrics
 
+# The checkpoint a run keeps (`training.load_best_model_at_end`): the best macro-F1.
+BEST_METRIC = "f1"
+
 
 def label_mapping(raw, column: str) -> dict[str, int]:
     """`label2id` from the training labels; a validation label never seen in training is an error."""
@@ -74,7 +77,7 @@ def run(recipe: Recipe, overwrite: bool = False) -> dict:
                         id2label=id2label, label2id=label2id)
     fit_lengths(model, data, ("max_source_length",), truncate=True)
     tokenized = tokenize(raw, tokenizer, recipe, label2id)
-    args = training_arguments(recipe, eval_on_start=resume is None)
+    args = training_arguments(recipe, eval_on_start=resume is None, metric_for_best_model=BEST_METRIC)
     trainer = HfLlmTrainer(
         model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
         data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,

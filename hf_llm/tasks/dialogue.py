@@ -34,6 +34,8 @@ from ..train import (
 from .warm_start import build_seq2seq
 
 ROLES = ("system", "user", "assistant")
+# The checkpoint a run keeps (`training.load_best_model_at_end`): the lowest loss on the assistant tokens.
+BEST_METRIC = "loss"
 
 
 def ensure_chat_template(tokenizer) -> bool:
@@ -139,7 +141,8 @@ def run(recipe: Recipe, overwrite: bool = False) -> dict:
     intended_generation = copy.deepcopy(model.generation_config)
     tokenized = tokenize(raw, tokenizer, recipe, encoder_decoder)
 
-    args = training_arguments(recipe, predict_with_generate=False, eval_on_start=resume is None)
+    args = training_arguments(recipe, predict_with_generate=False, eval_on_start=resume is None,
+                              metric_for_best_model=BEST_METRIC)
     trainer = HfLlmSeq2SeqTrainer(
         model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model if encoder_decoder else None),

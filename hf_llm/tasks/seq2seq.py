@@ -5,6 +5,7 @@
 - Summarization: `data.text_column` (default `document`) -> `data.summary_column` (default `summary`);
   ROUGE-1/2/L/Lsum.
 Sources and targets are truncated to `data.max_source_length` / `data.max_target_length` and end with EOS.
+The final model's validation outputs are written to `generated_predictions.txt`, one line per example.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ from ..train import (
 )
 from .metrics import summarization_metrics, translation_metrics
 from .warm_start import build_seq2seq
+
+# The checkpoint a run keeps (`training.load_best_model_at_end`), unless the recipe names another metric.
+BEST_METRIC = {"translation": "bleu", "summarization": "rougeL"}
+PREDICTIONS_FILE = "generated_predictions.txt"
 
 
 def pair_extractor(recipe: Recipe, raw) -> tuple:
@@ -75,31 +80,48 @@ def tokenize_pairs(raw, pairs, tokenizer, recipe: Recipe):
     return raw.map(preprocess, batched=True, remove_columns=column_names(raw["train"]), desc="Tokenising pairs")
 
 
+def decode(tokenizer, token_ids, num_examples: int) -> list[str]:
+    """Generated (or label) token ids as stripped texts, one per example. Distributed evaluation can pad the
+    last batch with duplicates: only the first `num_examples` rows count."""
+    if isinstance(token_ids, tuple):
+        token_ids = token_ids[0]
+    token_ids = np.where(token_ids[:num_examples] != -100, token_ids[:num_examples], tokenizer.pad_token_id)
+    return [t.strip() for t in tokenizer.batch_decode(token_ids, skip_special_tokens=True)]
+
+
 def make_compute_metrics(recipe: Recipe, tokenizer, num_examples: int):
     pad = tokenizer.pad_token_id
     score = translation_metrics if recipe.task == "translation" else summarization_metrics
 
     def compute(eval_prediction):
-        predictions, labels = eval_prediction.predictions, eval_prediction.label_ids
-        if isinstance(predictions, tuple):
-            predictions = predictions[0]
-        # Distributed evaluation can pad the last batch with duplicates: count each example once.
-        predictions, labels = predictions[:num_examples], labels[:num_examples]
-        predictions = np.where(predictions != -100, predictions, pad)
-        labels = np.where(labels != -100, labels, pad)
-        decoded = [t.strip() for t in tokenizer.batch_decode(predictions, skip_special_tokens=True)]
-        references = [t.strip() for t in tokenizer.batch_decode(labels, skip_special_tokens=True)]
-        metrics = score(decoded, references)
-        metrics["gen_len"] = float(np.mean([np.count_nonzero(p != pad) for p in predictions]))
+        predictions = eval_prediction.predictions
+        predictions = (predictions[0] if isinstance(predictions, tuple) else predictions)[:num_examples]
+        metrics = score(decode(tokenizer, predictions, num_examples),
+                        decode(tokenizer, eval_prediction.label_ids, num_examples))
+        metrics["gen_len"] = float(np.mean([np.count_nonzero((p != pad) & (p != -100)) for p in predictions]))
         return metrics
 
     return compute
 
 
+def evaluate_and_write_predictions(trainer: HfLlmSeq2SeqTrainer) -> dict:
+    """The final evaluation, as `trainer.evaluate()` would log it, keeping the generated texts: written to
+    `generated_predictions.txt` in `output_dir`, one line per validation example (a line break inside an
+    output becomes a space), as transformers' run_summarization example does."""
+    output = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
+    trainer.log(output.metrics)
+    if trainer.args.should_save:
+        texts = decode(trainer.processing_class, output.predictions, len(trainer.eval_dataset))
+        with open(os.path.join(trainer.args.output_dir, PREDICTIONS_FILE), "w", encoding="utf-8") as f:
+            f.writelines(" ".join(text.splitlines()) + "\n" for text in texts)
+    return output.metrics
+
+
 def make_trainer(recipe: Recipe, model, tokenizer, tokenized, **argument_overrides) -> HfLlmSeq2SeqTrainer:
     # Generation length comes from the model's generation config (max_new_tokens = max_target_length).
     args = training_arguments(
-        recipe, predict_with_generate=True, generation_num_beams=recipe.generation.num_beams, **argument_overrides,
+        recipe, predict_with_generate=True, generation_num_beams=recipe.generation.num_beams,
+        metric_for_best_model=BEST_METRIC[recipe.task], **argument_overrides,
     )
     return HfLlmSeq2SeqTrainer(
         model=model, args=args, train_dataset=tokenized.get("train"), eval_dataset=tokenized["validation"],
@@ -134,7 +156,7 @@ def run(recipe: Recipe, overwrite: bool = False) -> dict:
         with open(os.path.join(output_dir, "warm_start.json"), "w") as f:
             json.dump(warm_report, f, indent=2)
 
-    train_result, metrics = train_and_evaluate(trainer, resume)
+    train_result, metrics = train_and_evaluate(trainer, resume, final_evaluation=evaluate_and_write_predictions)
     return {**finish_run(trainer, tokenizer, recipe, train_result, metrics, intended_generation), "warm_start": warm_report}
 
 
