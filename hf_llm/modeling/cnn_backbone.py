@@ -117,15 +117,18 @@ class HfLlmConvBlock(GradientCheckpointingLayer):
 class HfLlmMultiStepAttention(nn.Module):
     """ConvS2S attention of one decoder layer (Gehring et al. 2017, sec. 3.3)."""
 
-    def __init__(self, channels: int, embed_dim: int, dropout: float, weight_norm: bool):
+    def __init__(self, channels: int, embed_dim: int, dropout: float, weight_norm: bool, scaled: bool = True):
         super().__init__()
+        # Scores are dot products of `embed_dim`-wide vectors of unit scale (normalised embeddings): without
+        # 1/sqrt(embed_dim) the softmax starts saturated, one-hot on random source tokens (issue 19).
+        self.score_scale = embed_dim**-0.5 if scaled else 1.0
         self.in_projection = cnn_linear(channels, embed_dim, 0.0, weight_norm)
         self.out_projection = cnn_linear(embed_dim, channels, 0.0, weight_norm)
 
     def forward(self, x, target_embedding, keys, values, source_mask) -> tuple[torch.Tensor, torch.Tensor]:
         """`x (B, T, C)`, `target_embedding (B, T, E)`, `keys`/`values (B, S, E)` -> `(B, T, C)`, weights `(B, T, S)`."""
         query = (self.in_projection(x) + target_embedding) * SQRT_HALF  # (B, T, E)
-        probs = masked_softmax(torch.bmm(query, keys.transpose(1, 2)), source_mask)  # (B, T, S)
+        probs = masked_softmax(torch.bmm(query, keys.transpose(1, 2)) * self.score_scale, source_mask)  # (B, T, S)
         # Scale by sqrt(number of source tokens): the sum over S positions keeps its variance.
         lengths = source_mask.sum(-1) if source_mask is not None else torch.full((x.shape[0],), keys.shape[1])
         context = torch.bmm(probs, values) * lengths.to(x.dtype).sqrt().view(-1, 1, 1).to(x.device)  # (B, T, E)
@@ -210,7 +213,8 @@ class HfLlmCNNDecoder(nn.Module):
             [
                 HfLlmConvBlock(
                     channels[i], c, k, True, dropout, weight_norm,
-                    attention=HfLlmMultiStepAttention(c, hidden, dropout, weight_norm) if self.has_attention else None,
+                    attention=HfLlmMultiStepAttention(c, hidden, dropout, weight_norm, config.cnn_attention_scaling)
+                    if self.has_attention else None,
                 )
                 for i, (c, k) in enumerate(spec)
             ]

@@ -79,6 +79,11 @@ class HfLlmConfig(PretrainedConfig):
             per block, e.g. `[[256, 3]] * 4`; default `[[hidden_size, cnn_kernel_size]] * layers`. A spec
             sets the number of blocks of its side.
         cnn_weight_norm: weight normalisation on every convolution and projection (as in fairseq's fconv).
+        cnn_attention_scaling: divide multi-step attention scores by sqrt(hidden_size), as scaled dot-product
+            attention does. fairseq's fconv does not, but its embeddings are N(0, 0.1) and unnormalised; ours are
+            LayerNormed (unit scale), so unscaled scores start with std ~sqrt(hidden_size): a saturated softmax,
+            gradient norms of 100-1000 and no learning of where to look. ConvS2S models saved before this field
+            existed were trained without it: load them with `cnn_attention_scaling=False`.
     """
 
     model_type = "hf_llm"
@@ -121,6 +126,7 @@ class HfLlmConfig(PretrainedConfig):
         cnn_encoder_spec: list[list[int]] | None = None,
         cnn_decoder_spec: list[list[int]] | None = None,
         cnn_weight_norm: bool = False,
+        cnn_attention_scaling: bool = True,
         **kwargs,
     ):
         self.vocab_size = vocab_size
@@ -157,6 +163,7 @@ class HfLlmConfig(PretrainedConfig):
         self.cnn_encoder_spec = [list(block) for block in cnn_encoder_spec] if isinstance(cnn_encoder_spec, (list, tuple)) else cnn_encoder_spec
         self.cnn_decoder_spec = [list(block) for block in cnn_decoder_spec] if isinstance(cnn_decoder_spec, (list, tuple)) else cnn_decoder_spec
         self.cnn_weight_norm = cnn_weight_norm
+        self.cnn_attention_scaling = cnn_attention_scaling
         super().__init__(is_encoder_decoder=is_encoder_decoder, **kwargs)
         self.auto_map = {**AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
         self.check_fields()
@@ -255,7 +262,8 @@ class HfLlmConfig(PretrainedConfig):
                 raise ValueError(f"{name}={value!r} must be a number in [0, 1).")
         if self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"hidden_act={self.hidden_act!r} is not supported; allowed values are {list(ACTIVATIONS)}.")
-        for name in ("tie_word_embeddings", "fused_loss", "rnn_bidirectional_encoder", "rnn_input_feeding", "cnn_weight_norm"):
+        for name in ("tie_word_embeddings", "fused_loss", "rnn_bidirectional_encoder", "rnn_input_feeding", "cnn_weight_norm",
+                     "cnn_attention_scaling"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be true or false.")
         if (self.is_encoder_decoder and self.side_backbone("encoder") == "rnn" and self.rnn_bidirectional_encoder

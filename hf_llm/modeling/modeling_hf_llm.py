@@ -64,9 +64,11 @@ class HfLlmPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         if getattr(module, "init_std", None) is not None:
-            # Convolutional family: ConvS2S initialisation (std chosen per layer, zero bias); with weight
-            # normalisation the direction v gets the draw and the magnitude g its norm, so w = v at start.
-            init.zeros_(module.bias)
+            # A std chosen per layer (the convolutional family's ConvS2S initialisation, the Transformer's
+            # cross-attention projections), zero bias; with weight normalisation the direction v gets the draw
+            # and the magnitude g its norm, so w = v at start.
+            if module.bias is not None:
+                init.zeros_(module.bias)
             parametrizations = getattr(module, "parametrizations", None)
             if parametrizations is None:
                 init.normal_(module.weight, mean=0.0, std=module.init_std)

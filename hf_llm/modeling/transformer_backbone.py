@@ -105,6 +105,9 @@ class HfLlmTransformerAttention(nn.Module):
         if self.is_cross_attention:
             self.q_proj = nn.Linear(hidden, hidden, bias=False)
             self.kv_proj = nn.Linear(kv_size, 2 * hidden, bias=False)
+            # Initialised with std 1/sqrt(fan_in), not `initializer_range` (tuned for widths near 1000): at small
+            # widths that made the source attention uniform and its output the same mean for every source.
+            self.q_proj.init_std, self.kv_proj.init_std = hidden**-0.5, kv_size**-0.5
         else:
             self.qkv_proj = nn.Linear(hidden, 3 * hidden, bias=False)
         self.o_proj = nn.Linear(hidden, hidden, bias=False)
