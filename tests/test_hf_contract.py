@@ -241,7 +241,7 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(case, re
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, len(calls)
 
     expected, plain_calls = gradients()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": reentrant})
     got, checkpointed_calls = gradients()
     assert checkpointed_calls > plain_calls, "the backward pass recomputes the checkpointed layers"
     assert got.keys() == expected.keys()
