@@ -197,7 +197,11 @@ class HfLlmRecurrence(nn.Module):
             finals.append(h_n if c_n is None else (h_n, c_n))
             if per_layer is not None:
                 per_layer.append(padding.unpack(h) if padding is not None else h)
-            if output_states:
+            if output_states and x.shape[1] == 1:  # one token (a decoding step): the final state is all there is
+                hiddens.append(h_n[0].unsqueeze(1))
+                if c_n is not None:
+                    cells.append(c_n[0].unsqueeze(1))
+            elif output_states:
                 layer_inputs = x if i == 0 else per_layer[i - 1]
                 zeros = layer_inputs.new_zeros(x.shape[0], h_n.shape[-1])
                 hidden = forward_fill(per_layer[i], mask, zeros if h0 is None else h0[0])
