@@ -218,7 +218,9 @@ def test_tied_weights_reload_with_nothing_missing(tmp_path):
     reloaded, info = AutoModelForSeq2SeqLM.from_pretrained(tmp_path, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     assert reloaded.lm_head.weight.data_ptr() == reloaded.model.encoder.embed_tokens.weight.data_ptr()
-    assert AutoModel.from_pretrained(tmp_path) is not None
+    base, base_info = AutoModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert not base_info["missing_keys"]
+    torch.testing.assert_close(base.decoder.embed_tokens.weight, model.model.encoder.embed_tokens.weight)
 
 
 # 8. gradient checkpointing, reentrant or not -------------------------------------------------------------------

@@ -326,7 +326,7 @@ class HfLlmForCausalLM(HfLlmPreTrainedModel, GenerationMixin):
             return_dict=True,
         )
         hidden_states = outputs.last_hidden_state  # (B, T, H)
-        extras = dict(cache=outputs.cache, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        extras = {key: value for key, value in outputs.items() if key != "last_hidden_state"}  # cache, hidden states, ...
         if labels is not None and self._fused_loss(logits_to_keep):
             shift_labels = kwargs.get("shift_labels")
             loss = fused_cross_entropy(
@@ -416,15 +416,8 @@ class HfLlmForSeq2SeqLM(HfLlmPreTrainedModel, GenerationMixin):
             return_dict=True,
         )
         hidden_states = outputs.last_hidden_state  # (B, T, H)
-        extras = dict(
-            cache=outputs.cache,
-            decoder_hidden_states=outputs.decoder_hidden_states,
-            decoder_attentions=outputs.decoder_attentions,
-            cross_attentions=outputs.cross_attentions,
-            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
-            encoder_hidden_states=outputs.encoder_hidden_states,
-            encoder_attentions=outputs.encoder_attentions,
-        )
+        # cache, decoder/encoder hidden states and attentions: Seq2SeqLMOutput has every field of Seq2SeqModelOutput
+        extras = {key: value for key, value in outputs.items() if key != "last_hidden_state"}
         if labels is not None and self._fused_loss(logits_to_keep):
             loss = fused_cross_entropy(hidden_states, self.lm_head.weight, labels, kwargs.get("num_items_in_batch"))
             return Seq2SeqLMOutput(loss=loss, logits=None, **extras)
