@@ -329,7 +329,7 @@ def main():
     if args.command == "data":
         write(build_translation(), "mt")
         write(build_summarization(), "sum")
-        from hf_llm.tasks.demo_data import demo_summarization
+        from hf_llm.demo_data import demo_summarization
 
         demo = demo_summarization()
         write({"train": list(demo["train"]), "test": list(demo["validation"])}, "demo")

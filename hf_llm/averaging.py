@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from transformers.trainer_utils import sort_checkpoints
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
-from .recipes import RecipeError
+from .recipe_schema import RecipeError
 
 # Files of a model folder besides its weights (everything `from_pretrained` and `hf-llm eval` need).
 MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -123,3 +123,12 @@ def average_checkpoints(run_dir: str, last: int, output_dir: str | None = None) 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return output_dir
+
+
+def averaged_from(folder: str) -> list[str] | None:
+    """The checkpoints averaged into a model folder (its averaged_checkpoints.json), or None."""
+    record = os.path.join(folder, RECORD_NAME)
+    if not os.path.isfile(record):
+        return None
+    with open(record) as f:
+        return json.load(f)["checkpoints"]

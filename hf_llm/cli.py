@@ -44,41 +44,10 @@ def command_train(args) -> int:
     return 0
 
 
-def load_model_and_tokenizer(model_dir: str):
-    import hf_llm  # noqa: F401  (registers the Auto classes)
-    from transformers import (
-        AutoConfig,
-        AutoModelForCausalLM,
-        AutoModelForSeq2SeqLM,
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-    )
-
-    from .recipes import RecipeError
-
-    if not os.path.isdir(model_dir):
-        raise RecipeError(f"Model folder not found: {model_dir}")
-    if not os.path.isfile(os.path.join(model_dir, "config.json")):
-        raise RecipeError(f"{model_dir} holds no config.json: not a saved model (train one with `hf-llm train`).")
-    try:
-        config = AutoConfig.from_pretrained(model_dir)
-        if any(name.endswith("ForSequenceClassification") for name in config.architectures or []):
-            auto = AutoModelForSequenceClassification  # a classification run (hf-llm eval, averaging)
-        else:
-            auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-        model = auto.from_pretrained(model_dir, use_safetensors=True).eval()  # never unpickle weights
-    except (OSError, ValueError) as error:
-        raise RecipeError(f"Cannot load the model in {model_dir}: {error}") from None
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    except (OSError, ValueError) as error:
-        raise RecipeError(f"{model_dir} holds no usable tokenizer: {error}") from None
-    return model, tokenizer
-
-
 def command_generate(args) -> int:
     import torch
 
+    from .inference import generate_text, load_model_and_tokenizer
     from .recipes import RecipeError
 
     model, tokenizer = load_model_and_tokenizer(args.model_dir)
@@ -93,39 +62,15 @@ def command_generate(args) -> int:
     if args.do_sample is not None:
         kwargs["do_sample"] = args.do_sample
     torch.manual_seed(args.seed)
-    if model.config.is_encoder_decoder:  # sources are encoded as in training: task prefix, text, EOS
-        from .pipelines import encode_sources
-
-        params = getattr(model.config, "task_specific_params", None) or {}
-        prefix = next((p.get("prefix", "") for p in params.values() if isinstance(p, dict)), "")
-        ids = torch.tensor(encode_sources(tokenizer, [args.prompt], prefix))
-        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    else:
-        inputs = tokenizer(args.prompt, return_tensors="pt", add_special_tokens=False)
-    new_tokens = kwargs.get("max_new_tokens") or model.generation_config.max_new_tokens or 0
-    room = model.config.max_position_embeddings - (0 if model.config.is_encoder_decoder else new_tokens)
-    if "cnn" in model.config.used_backbones() and inputs["input_ids"].shape[1] > room:
-        if room <= 0:
-            raise RecipeError(f"--max-new-tokens={new_tokens} leaves no room for a prompt: this convolutional model "
-                              f"sees {model.config.max_position_embeddings} positions (max_position_embeddings).")
-        print(f"warning: the prompt has {inputs['input_ids'].shape[1]} tokens; this convolutional model sees "
-              f"{model.config.max_position_embeddings} positions (max_position_embeddings): its last {room} "
-              "tokens are used.", file=sys.stderr)
-        inputs = {k: v[:, -room:] for k, v in inputs.items()}
-    try:
-        with torch.no_grad():
-            output = model.generate(**inputs, **kwargs)
-    except ValueError as error:  # generate's own argument checks
-        raise RecipeError(f"generate: {error}") from None
-    new = output[0] if model.config.is_encoder_decoder else output[0, inputs["input_ids"].shape[1] :]
-    text = tokenizer.decode(new, skip_special_tokens=True)
+    text = generate_text(model, tokenizer, args.prompt, **kwargs)
     print(text if model.config.is_encoder_decoder else args.prompt + text)
     return 0
 
 
 def command_chat(args) -> int:
     """An interactive conversation in the terminal; /reset starts over, /exit or end of input quits."""
-    from .tasks.dialogue import ensure_chat_template, reply
+    from .inference import chat_reply, load_model_and_tokenizer
+    from .tokenizer import ensure_chat_template
 
     model, tokenizer = load_model_and_tokenizer(args.model_dir)
     ensure_chat_template(tokenizer)
@@ -148,7 +93,7 @@ def command_chat(args) -> int:
         if not line.strip():
             continue
         messages.append({"role": "user", "content": line})
-        answer = reply(model, tokenizer, messages, **kwargs)
+        answer = chat_reply(model, tokenizer, messages, **kwargs)
         messages.append({"role": "assistant", "content": answer})
         print(f"assistant> {answer}", flush=True)
     return 0

@@ -10,7 +10,7 @@ holds `report.md` (a table), `results.json` (the raw figures), `loss_curves.png`
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 import math
 import os
@@ -19,17 +19,13 @@ import time
 import torch
 import yaml
 
+from .data import load_raw
+from .inference import load_model_and_tokenizer, prompt_inputs
+from .modeling.configuration_hf_llm import BACKBONES
 from .recipes import Recipe, RecipeError, build_config, load_recipe, resolve_recipe_path
-
-SEQ2SEQ_TASKS = ("translation", "summarization")
-# task -> (metric key in the results, display name, higher is better)
-QUALITY = {
-    "causal_lm": ("perplexity", "validation perplexity", False),
-    "dialogue": ("perplexity", "validation perplexity", False),
-    "translation": ("eval_bleu", "validation BLEU", True),
-    "summarization": ("eval_rouge1", "validation ROUGE-1", True),
-    "classification": ("eval_accuracy", "validation accuracy", True),
-}
+from .tasks import get_task
+from .tokenizer import tokenizer_for
+from .train import run
 
 
 def parse_budget(text: str | None) -> tuple[str, float] | None:
@@ -47,16 +43,17 @@ def parse_budget(text: str | None) -> tuple[str, float] | None:
     return kind, amount
 
 
-def apply_budget(recipe: Recipe, budget: tuple[str, float] | None) -> None:
+def apply_budget(recipe: Recipe, budget: tuple[str, float] | None) -> Recipe:
+    """A copy of the recipe with the budget's training keys (the recipe given is unchanged)."""
     if budget is None:
-        return
+        return recipe
     kind, amount = budget
-    training = recipe.training
+    training = dict(recipe.training)
     if kind == "steps":
         training["max_steps"] = int(amount)
     elif kind == "tokens":
         per_step = (training.get("per_device_train_batch_size", 8) * training.get("gradient_accumulation_steps", 1)
-                    * (recipe.data.block_size if recipe.task in ("causal_lm", "dialogue") else recipe.data.max_source_length))
+                    * get_task(recipe.task).tokens_per_example(recipe))
         training["max_steps"] = max(1, math.ceil(amount / per_step))
     else:  # minutes: the same wall time for everyone, steps as many as fit
         training["max_minutes"] = amount
@@ -69,6 +66,7 @@ def apply_budget(recipe: Recipe, budget: tuple[str, float] | None) -> None:
         # The number of steps is unknown in advance: a schedule over 10**7 steps would barely move, so the
         # learning rate is held constant after warmup, for every candidate alike.
         training["lr_scheduler_type"] = "constant_with_warmup"
+    return dataclasses.replace(recipe, training=training)
 
 
 def candidate_overlays(recipe: Recipe, backbones: str | None, configs: str | None) -> dict[str, dict]:
@@ -83,45 +81,42 @@ def candidate_overlays(recipe: Recipe, backbones: str | None, configs: str | Non
                 raise RecipeError(f"--configs: {path} must be a mapping of recipe sections.")
             overlays[os.path.splitext(os.path.basename(path))[0]] = overlay
         return overlays
-    families = (backbones or "transformer,rnn,cnn").split(",")
+    families = backbones.split(",") if backbones else list(BACKBONES)
     for family in families:
-        if family not in ("transformer", "rnn", "cnn"):
-            raise RecipeError(f"--backbones: unknown family {family!r}; families are transformer, rnn, cnn.")
-    if recipe.task in SEQ2SEQ_TASKS:
-        return {f: {"model": {"encoder_backbone": f, "decoder_backbone": f}} for f in families}
-    return {f: {"model": {"backbone": f}} for f in families}
+        if family not in BACKBONES:
+            raise RecipeError(f"--backbones: unknown family {family!r}; families are {', '.join(BACKBONES)}.")
+    # One family on every side: the recipe's per-side choices are cleared.
+    return {f: {"model": {"backbone": f, "encoder_backbone": None, "decoder_backbone": None}} for f in families}
 
 
 def count_parameters(recipe: Recipe, vocab_size: int) -> int:
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
-
-    config = build_config(recipe, vocab_size=vocab_size)
-    auto = (AutoModelForSequenceClassification if recipe.task == "classification"
-            else AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM)
+    task = get_task(recipe.task)
+    config = build_config(recipe, vocab_size=vocab_size, is_encoder_decoder=task.is_encoder_decoder)
     with torch.device("meta"):
-        model = auto.from_config(config)
+        model = task.auto_class(config).from_config(config)
     return sum(p.numel() for p in model.parameters())
 
 
-def match_parameters(recipe: Recipe, target: int, vocab_size: int) -> int:
-    """Set `hidden_size` (even, and a multiple of the head count for a Transformer) so that the model has
-    about `target` parameters."""
-    families = build_config(recipe, vocab_size=vocab_size).used_backbones()
-    heads = recipe.model.config.get("num_attention_heads", 4) if "transformer" in families else 1
-    step = 2 * heads // math.gcd(2, heads)
+def match_parameters(recipe: Recipe, target: int, vocab_size: int) -> tuple[Recipe, int]:
+    """A copy of the recipe whose `hidden_size` (a multiple of what the model allows, `intermediate_size` 4x)
+    gives about `target` parameters, and its parameter count."""
+    task = get_task(recipe.task)
+    step = build_config(recipe, vocab_size=vocab_size, is_encoder_decoder=task.is_encoder_decoder).hidden_size_multiple
+    step = step * 2 // math.gcd(step, 2)  # even
     best = None
     for hidden in range(step, 2049, step):
-        trial = copy.deepcopy(recipe)
-        trial.model.config["hidden_size"] = hidden
-        trial.model.config["intermediate_size"] = 4 * hidden
+        trial = sized(recipe, hidden)
         count = count_parameters(trial, vocab_size)
         if best is None or abs(count - target) < abs(best[1] - target):
-            best = (hidden, count)
+            best = (trial, count)
         if count > target:
             break
-    recipe.model.config["hidden_size"] = best[0]
-    recipe.model.config["intermediate_size"] = 4 * best[0]
-    return best[1]
+    return best
+
+
+def sized(recipe: Recipe, hidden: int) -> Recipe:
+    config = {**recipe.model.config, "hidden_size": hidden, "intermediate_size": 4 * hidden}
+    return dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, config=config))
 
 
 def peak_rss_reset() -> int | None:
@@ -144,39 +139,26 @@ def _status_kib(field: str) -> int | None:
 @torch.no_grad()
 def inference_speed(output_dir: str, recipe: Recipe) -> tuple[float, str]:
     """Greedy generation tokens/s of the saved model (batch 1, 64 new tokens, prefill included), or
-    examples/s for a classifier."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from .cli import load_model_and_tokenizer
-    from .pipelines import encode_sources
-
-    if recipe.task == "classification":
-        tokenizer = AutoTokenizer.from_pretrained(output_dir)
-        model = AutoModelForSequenceClassification.from_pretrained(output_dir).eval()
+    examples/s for a model that does not generate (a classifier)."""
+    model, tokenizer = load_model_and_tokenizer(output_dir)
+    if not get_task(recipe.task).generates_text:
         batch = tokenizer(["The movie was wonderful, I would gladly go again."] * 32, return_tensors="pt")
         start = time.perf_counter()
         for _ in range(5):
             model(**batch)
         return 5 * 32 / (time.perf_counter() - start), "examples/s"
-    model, tokenizer = load_model_and_tokenizer(output_dir)
     prompt = (recipe.generation.prompts or ["Return the"])[0]
-    if model.config.is_encoder_decoder:
-        ids = torch.tensor(encode_sources(tokenizer, [prompt], recipe.data.source_prefix or ""))
-    else:
-        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    inputs = prompt_inputs(model, tokenizer, prompt, max_new_tokens=64)
     kwargs = dict(max_new_tokens=64, min_new_tokens=64, do_sample=False, num_beams=1, eos_token_id=None,
                   pad_token_id=tokenizer.pad_token_id)
-    model.generate(ids, attention_mask=torch.ones_like(ids), **{**kwargs, "max_new_tokens": 4, "min_new_tokens": 4})
+    model.generate(**inputs, **{**kwargs, "max_new_tokens": 4, "min_new_tokens": 4})
     start = time.perf_counter()
-    model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
+    model.generate(**inputs, **kwargs)
     return 64 / (time.perf_counter() - start), "tokens/s"
 
 
 def run_compare(recipe_name: str, overrides: list[str], backbones: str | None, configs: str | None,
                 budget_text: str | None, match_params: bool, output: str | None) -> dict:
-    from .train import get_tokenizer, run
-    from .data import load_raw
-
     base = load_recipe(recipe_name, overrides)
     budget = parse_budget(budget_text)
     report_dir = output or os.path.join("runs", f"compare-{os.path.splitext(os.path.basename(base.path or 'recipe'))[0]}")
@@ -195,23 +177,16 @@ def run_compare(recipe_name: str, overrides: list[str], backbones: str | None, c
         candidate = load_recipe(None, overrides, raw=raw)
         candidate.path = path
         candidate.training["output_dir"] = os.path.join(report_dir, "runs", name)
-        apply_budget(candidate, budget)
-        recipes[name] = candidate
+        recipes[name] = apply_budget(candidate, budget)
 
     # One tokenizer, trained on the shared training split, for every candidate.
     os.makedirs(report_dir, exist_ok=True)
     first = next(iter(recipes.values()))
     if first.tokenizer.name_or_path is None:
         raw_data = load_raw(first.data, first.training.get("seed", 42))
-        from .data import column_names
-
-        columns = [c for c in column_names(raw_data["train"]) if isinstance(raw_data["train"][0][c], str)]
-        texts_of = None
-        if first.task == "translation":
-            texts_of = lambda batch: [t for pair in batch["translation"] for t in pair.values()]  # noqa: E731
-        elif first.task == "dialogue":
-            texts_of = lambda batch: [m["content"] for ms in batch[first.data.messages_column] for m in ms]  # noqa: E731
-        tokenizer = get_tokenizer(first, raw_data["train"], columns, texts_of=texts_of)
+        task = get_task(first.task)
+        task.check_data(first, raw_data)
+        tokenizer = tokenizer_for(first, raw_data["train"], task.training_texts(first, raw_data))
         tokenizer.save_pretrained(os.path.join(report_dir, "tokenizer"))
         for candidate in recipes.values():
             candidate.tokenizer.name_or_path = os.path.join(report_dir, "tokenizer")
@@ -224,13 +199,13 @@ def run_compare(recipe_name: str, overrides: list[str], backbones: str | None, c
     parameters = {}
     for i, (name, candidate) in enumerate(recipes.items()):
         if match_params and i > 0 and candidate.model.name_or_path is None:
-            parameters[name] = match_parameters(candidate, parameters[next(iter(recipes))], vocab)
+            recipes[name], parameters[name] = match_parameters(candidate, parameters[next(iter(recipes))], vocab)
         else:
             parameters[name] = count_parameters(candidate, vocab) if candidate.model.name_or_path is None else None
 
     rows = {}
     task = first.task
-    metric_key, metric_name, higher_is_better = QUALITY[task]
+    metric_key, metric_name, higher_is_better = get_task(task).quality
     for name, candidate in recipes.items():
         print(f"\n=== {name} ===", flush=True)
         baseline = peak_rss_reset()

@@ -18,7 +18,7 @@ from itertools import chain
 import datasets
 from datasets import Dataset, DatasetDict, IterableDataset
 
-from .recipes import DataArgs, RecipeError
+from .recipe_schema import DataArgs, RecipeError
 
 EXTENSIONS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -37,7 +37,7 @@ def load_bundled(name: str) -> DatasetDict:
     if name == corpus.NAME:
         files = corpus.corpus_files()
         return datasets.load_dataset("json", data_files=files)
-    from .tasks.demo_data import DEMO_DATASETS, demo_dataset
+    from .demo_data import DEMO_DATASETS, demo_dataset
 
     if name in DEMO_DATASETS:
         return demo_dataset(name)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
-from transformers import Trainer, default_data_collator
-
-from .data import load_raw, require_columns, tokenize_for_causal_lm
+from .averaging import averaged_from
+from .inference import load_model_and_tokenizer
 from .recipes import Recipe, RecipeError, load_recipe
-from .train import TRAINING_DEFAULTS, fit_lengths, perplexity
+from .train import evaluate
 
 
 def resolve(target: str, overrides: list[str]) -> tuple[Recipe, str]:
@@ -34,12 +32,9 @@ def resolve(target: str, overrides: list[str]) -> tuple[Recipe, str]:
 def provenance(model_dir: str) -> dict:
     """Which weights the folder holds: the best checkpoint its run kept (`best_results.json`, from the
     Trainer's state), or the checkpoints averaged into it (`hf-llm average`)."""
-    from .averaging import RECORD_NAME
-
-    averaged = os.path.join(model_dir, RECORD_NAME)
-    if os.path.isfile(averaged):  # written last: `hf-llm average --output RUN_DIR` replaced the best model
-        with open(averaged) as f:
-            return {"averaged_checkpoints": json.load(f)["checkpoints"]}
+    averaged = averaged_from(model_dir)
+    if averaged is not None:  # written last: `hf-llm average --output RUN_DIR` replaced the best model
+        return {"averaged_checkpoints": averaged}
     best = os.path.join(model_dir, "best_results.json")
     if os.path.isfile(best):
         with open(best) as f:
@@ -48,25 +43,7 @@ def provenance(model_dir: str) -> dict:
 
 
 def evaluate_target(target: str, overrides: list[str] | None = None) -> dict:
-    from .cli import load_model_and_tokenizer
-
+    """The task's validation metrics of a model folder or of a recipe's trained model, with which weights they are."""
     recipe, model_dir = resolve(target, overrides or [])
     model, tokenizer = load_model_and_tokenizer(model_dir)
-    if recipe.task != "causal_lm":
-        from .tasks import evaluate_task
-
-        return {**evaluate_task(recipe, model, tokenizer), "model": model_dir, **provenance(model_dir)}
-    data = recipe.data
-    raw = load_raw(data, seed=0)
-    require_columns(raw, [data.text_column], {data.text_column: "data.text_column"})
-    fit_lengths(model, data, ("block_size",), truncate=False)
-    blocks = tokenize_for_causal_lm(raw, tokenizer, data)
-    with tempfile.TemporaryDirectory() as scratch:
-        from transformers import TrainingArguments
-
-        args = TrainingArguments(output_dir=scratch, **{k: v for k, v in TRAINING_DEFAULTS.items() if k != "save_total_limit"})
-        trainer = Trainer(model=model, args=args, eval_dataset=blocks["validation"], data_collator=default_data_collator,
-                          processing_class=tokenizer)
-        metrics = trainer.evaluate()
-    metrics["perplexity"] = perplexity(metrics["eval_loss"])
-    return {**metrics, "model": model_dir, **provenance(model_dir)}
+    return {**evaluate(recipe, model, tokenizer), "model": model_dir, **provenance(model_dir)}

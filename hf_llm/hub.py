@@ -12,7 +12,7 @@ import glob
 import os
 import shutil
 
-from .recipes import RecipeError
+from .recipe_schema import RecipeError
 
 IGNORED = ["checkpoint-*", "checkpoint-*/**", "*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt", "optimizer*", "scheduler*",
            "rng_state*", ".final-*", ".final-*/**", "runs/**", "_*"]

@@ -11,12 +11,7 @@ from __future__ import annotations
 from transformers import AutoModelForSeq2SeqLM, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
-
-def encode_sources(tokenizer, texts: list[str], prefix: str = "", max_length: int | None = None) -> list[list[int]]:
-    """Token ids of seq2seq sources, each ending with EOS (what the seq2seq tasks train on)."""
-    kwargs = {"truncation": True, "max_length": max_length - 1} if max_length else {}
-    ids = tokenizer([prefix + (t or "") for t in texts], add_special_tokens=False, **kwargs)["input_ids"]
-    return [x + [tokenizer.eos_token_id] for x in ids]
+from .inference import encode_sources, source_prefix
 
 
 class Text2TextGenerationPipeline(Pipeline):
@@ -29,8 +24,7 @@ class Text2TextGenerationPipeline(Pipeline):
         return {"prefix": prefix}, generate_kwargs, {}
 
     def _default_prefix(self) -> str:
-        params = getattr(self.model.config, "task_specific_params", None) or {}
-        return (params.get(self.task_name) or {}).get("prefix", "")
+        return source_prefix(self.model.config, self.task_name)
 
     def preprocess(self, text: str, prefix: str | None = None):
         import torch

@@ -6,10 +6,16 @@ the chat tokens <|im_start|>=4 and <|im_end|>=5 (reserved for dialogue, ChatML s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from .recipe_schema import Recipe, RecipeError
+
+logger = logging.getLogger("hf_llm")
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 CHAT_TOKENS = ["<|im_start|>", "<|im_end|>"]
@@ -50,6 +56,41 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 8192, min_frequency:
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerFast:
     return AutoTokenizer.from_pretrained(name_or_path)
+
+
+def tokenizer_for(recipe: Recipe, train_split, texts_of: Callable[[dict], list[str]]) -> PreTrainedTokenizerFast:
+    """The recipe's tokenizer (`tokenizer.name_or_path`, else the one saved with `model.name_or_path`), or a
+    byte-level BPE trained on the training split's texts: `texts_of(batch)` gives the texts of a batch of rows
+    (the task knows which columns hold text: documents, both sides of translation pairs, chat messages)."""
+    if recipe.tokenizer.name_or_path is not None:
+        try:
+            return load_tokenizer(recipe.tokenizer.name_or_path)
+        except (OSError, ValueError) as error:
+            raise RecipeError(f"tokenizer.name_or_path: cannot load {recipe.tokenizer.name_or_path}: {error}") from None
+    if recipe.model.name_or_path is not None and os.path.isfile(os.path.join(recipe.model.name_or_path, "tokenizer.json")):
+        return load_tokenizer(recipe.model.name_or_path)
+    limit = recipe.tokenizer.max_training_documents
+
+    def texts():
+        total = len(train_split) if limit is None else min(limit, len(train_split))
+        for start in range(0, total, 1000):
+            yield [t for t in texts_of(train_split[start : min(start + 1000, total)]) if isinstance(t, str) and t]
+
+    logger.info("Training a byte-level BPE tokenizer (vocab %d)", recipe.tokenizer.vocab_size)
+    return train_tokenizer(texts(), recipe.tokenizer.vocab_size, recipe.tokenizer.min_frequency)
+
+
+def ensure_chat_template(tokenizer) -> bool:
+    """Give the tokenizer hf_llm's chat template (and its tokens) if it has none; True if tokens were added
+    (the model's embeddings must then grow)."""
+    added = False
+    missing = [t for t in CHAT_TOKENS if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": CHAT_TOKENS})
+        added = True
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = CHAT_TEMPLATE
+    return added
 
 
 def special_token_ids(tokenizer) -> dict[str, int]:

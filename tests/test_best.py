@@ -22,7 +22,7 @@ import hf_llm
 from hf_llm.cli import main
 from hf_llm.data import load_raw
 from hf_llm.recipes import load_recipe
-from hf_llm.tasks.seq2seq import pair_extractor, tokenize_pairs
+from hf_llm.tasks import get_task
 
 # The first evaluation is the best one (see the module docstring).
 FIRST_IS_BEST = dict(metric_for_best_model="loss", greater_is_better=True)
@@ -111,7 +111,7 @@ def test_seq2seq_runs_keep_their_best_and_write_the_predictions_of_it(tmp_path, 
     tokenizer = AutoTokenizer.from_pretrained(run)
     recipe_obj = load_recipe(str(run / "recipe.yaml"))
     raw = load_raw(recipe_obj.data, seed=0)
-    validation = tokenize_pairs(raw, pair_extractor(recipe_obj, raw), tokenizer, recipe_obj)["validation"]
+    validation = get_task(recipe_obj.task).tokenize(recipe_obj, raw, tokenizer, model)["validation"]
     batch = DataCollatorForSeq2Seq(tokenizer, model=model)([{"input_ids": r["input_ids"], "attention_mask": r["attention_mask"]}
                                                             for r in validation])
     with torch.no_grad():

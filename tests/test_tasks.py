@@ -21,7 +21,9 @@ from transformers import (
 import hf_llm
 from hf_llm.cli import main
 from hf_llm.recipes import RecipeError, load_recipe
-from hf_llm.tasks.dialogue import CHAT_TEMPLATE, assistant_labels, ensure_chat_template
+from hf_llm.inference import chat_reply, load_model_and_tokenizer
+from hf_llm.tasks.dialogue import assistant_labels
+from hf_llm.tokenizer import CHAT_TEMPLATE, ensure_chat_template
 from hf_llm.tasks.metrics import classification_metrics, summarization_metrics, translation_metrics
 from hf_llm.tokenizer import train_tokenizer
 
@@ -158,7 +160,7 @@ def test_warm_start_loads_the_causal_lm_weights(family, tmp_path):
         recipe_data["model"].pop(key)
         yaml.safe_dump(recipe_data, open(recipe, "w"))
     recipe_obj = load_recipe(recipe)
-    from hf_llm.tasks.warm_start import build_seq2seq
+    from hf_llm.models import build_seq2seq
 
     tokenizer = AutoTokenizer.from_pretrained(lm_dir)
     model, report = build_seq2seq(recipe_obj, tokenizer)
@@ -190,17 +192,22 @@ def test_label_mapping_round_trip(tmp_path):
 
 def test_seq2seq_pipelines_come_back(tmp_path):
     assert main(["train", write_task_recipe(tmp_path, "translation", "transformer", max_steps=200)]) == 0
-    translate = pipeline("translation", model=str(tmp_path / "run"))
-    out = translate(["We have three small red cars.", "I see two black dogs."])
-    assert [list(o[0]) if isinstance(o, list) else list(o) for o in out] == [["translation_text"]] * 2
-    text2text = pipeline("text2text-generation", model=str(tmp_path / "run"))
     model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "run")
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "run")
-    ids = torch.tensor([tokenizer("We have three small red cars.", add_special_tokens=False)["input_ids"] + [2]])
-    expected = tokenizer.decode(model.generate(ids, attention_mask=torch.ones_like(ids))[0], skip_special_tokens=True)
-    assert text2text("We have three small red cars.")[0]["generated_text"] == expected.strip()
+
+    def expected(text: str) -> str:  # the model's own generate on the source as training encoded it
+        ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]])
+        output = model.generate(ids, attention_mask=torch.ones_like(ids))
+        return tokenizer.decode(output[0], skip_special_tokens=True).strip()
+
+    sources = ["We have three small red cars.", "I see two black dogs."]
+    out = pipeline("translation", model=str(tmp_path / "run"))(sources)
+    assert [(o[0] if isinstance(o, list) else o)["translation_text"] for o in out] == [expected(s) for s in sources]
+    assert expected(sources[0]) != expected(sources[1])
+    text2text = pipeline("text2text-generation", model=str(tmp_path / "run"))
+    assert text2text(sources[0])[0]["generated_text"] == expected(sources[0])
     summarize = pipeline("summarization", model=str(tmp_path / "run"))
-    assert "summary_text" in summarize("We have three cars.")[0]
+    assert summarize("We have three cars.")[0]["summary_text"] == expected("We have three cars.")
 
 
 def test_eval_command_scores_a_task_model_like_training_did(tmp_path, capsys):
@@ -218,7 +225,11 @@ def test_text_generation_pipeline_takes_chat_input(tmp_path):
     chat = pipeline("text-generation", model=str(tmp_path / "run"))
     out = chat([{"role": "user", "content": "What does json.dumps do?"}], max_new_tokens=8, do_sample=False)
     conversation = out[0]["generated_text"]
-    assert conversation[-1]["role"] == "assistant" and isinstance(conversation[-1]["content"], str)
+    assert conversation[-1]["role"] == "assistant"
+    # the reply is what the model generates after the chat template's generation prompt
+    model, tokenizer = load_model_and_tokenizer(str(tmp_path / "run"))
+    messages = [{"role": "user", "content": "What does json.dumps do?"}]
+    assert conversation[-1]["content"].strip() == chat_reply(model, tokenizer, messages, max_new_tokens=8, do_sample=False)
 
 
 def test_chat_command_holds_a_conversation(tmp_path, monkeypatch, capsys):

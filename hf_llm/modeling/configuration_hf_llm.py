@@ -12,6 +12,7 @@ This file is part of the exported folder: it imports only the standard library a
 from __future__ import annotations
 
 import copy
+import math
 
 from transformers import PretrainedConfig
 
@@ -19,6 +20,9 @@ BACKBONES = ("transformer", "rnn", "cnn")
 RNN_CELLS = ("lstm", "gru")
 RNN_ATTENTIONS = ("bahdanau", "luong_dot", "luong_general", "none")
 RNN_INIT_STATES = ("encoder", "zeros")
+# How each family is named in descriptions (model cards).
+FAMILY_NAMES = {"transformer": "Transformer (pre-norm, rotary positions)", "rnn": "recurrent (LSTM/GRU)",
+                "cnn": "convolutional (gated convolutions, ConvS2S)"}
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish")
 # Written into every config so that a saved checkpoint loads through every Auto class with
 # trust_remote_code=True (save_pretrained alone records only the class that was saved).
@@ -222,6 +226,59 @@ class HfLlmConfig(PretrainedConfig):
     def used_backbones(self) -> list[str]:
         sides = ["encoder", "decoder"] if self.is_encoder_decoder else ["decoder"]
         return [self.side_backbone(side) for side in sides]
+
+    # ----------------------------------------------------------------------------------------------
+    # What code outside the models needs to know, so that it never tests a family's name.
+    @property
+    def max_input_positions(self) -> int | None:
+        """The longest sequence the model reads: `max_position_embeddings` where a stack has learned positions
+        (the convolutional family), None where nothing bounds it (rotary Transformer, recurrent)."""
+        return self.max_position_embeddings if "cnn" in self.used_backbones() else None
+
+    @property
+    def hidden_size_multiple(self) -> int:
+        """`hidden_size` must be a multiple of this (the Transformer's head count, 2 for a bidirectional RNN encoder)."""
+        multiple = self.num_attention_heads if "transformer" in self.used_backbones() else 1
+        if self.is_encoder_decoder and self.side_backbone("encoder") == "rnn" and self.rnn_bidirectional_encoder:
+            multiple = multiple * 2 // math.gcd(multiple, 2)
+        return multiple
+
+    def describe(self) -> str:
+        """One line naming the model's families, e.g. for a model card."""
+        if self.is_encoder_decoder:
+            return (f"encoder-decoder: {FAMILY_NAMES[self.side_backbone('encoder')]} encoder, "
+                    f"{FAMILY_NAMES[self.side_backbone('decoder')]} decoder")
+        return f"decoder-only {FAMILY_NAMES[self.side_backbone('decoder')]} language model"
+
+    def describe_side(self, side: str) -> str:
+        """The architecture of one side in a few words ("2 layers, LSTM, bidirectional"), e.g. for a model card."""
+        family = self.side_backbone(side)
+        detail = f"{self.side_layers(side)} layers"
+        if family == "transformer":
+            detail += f", {self.num_attention_heads} heads, FFN {self.intermediate_size}"
+        elif family == "rnn":
+            detail += f", {self.rnn_cell.upper()}"
+            if side == "encoder":
+                detail += ", bidirectional" if self.rnn_bidirectional_encoder else ", unidirectional"
+            elif self.is_encoder_decoder:
+                detail += f", {self.rnn_attention} attention" + (" + input feeding" if self.rnn_input_feeding else "")
+        else:
+            detail += f", blocks {self.cnn_spec(side)}"
+        return detail
+
+    def encoder_decoder_fields(self) -> dict:
+        """The fields of an encoder-decoder whose encoder and decoder both have this decoder-only model's stack
+        (a warm start: the decoder-only model's weights then fit both sides). Token ids and anything that is not
+        architecture are left out."""
+        not_architecture = {"architectures", "auto_map", "_name_or_path", "transformers_version", "model_type",
+                            "dtype", "torch_dtype", "is_encoder_decoder", "decoder_start_token_id", "id2label",
+                            "label2id", "problem_type", "num_labels"}
+        fields = {k: v for k, v in self.to_dict().items() if k not in not_architecture}
+        family = self.side_backbone("decoder")
+        fields.update(is_encoder_decoder=True, backbone=family, encoder_backbone=family, decoder_backbone=family,
+                      decoder_layers=None, encoder_layers=None, num_hidden_layers=self.side_layers("decoder"),
+                      cnn_encoder_spec=self.cnn_decoder_spec)
+        return fields
 
     # ----------------------------------------------------------------------------------------------
     def check_fields(self) -> None:

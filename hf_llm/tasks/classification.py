@@ -6,29 +6,14 @@ config as `id2label` / `label2id`, so predictions come back as names.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
-from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer
-from transformers.trainer_utils import set_seed
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
-from ..data import load_raw, require_columns
-from ..recipes import Recipe, RecipeError
-from ..train import (
-    HfLlmTrainer,
-    build_model,
-    finish_run,
-    fit_lengths,
-    train_and_evaluate,
-    get_tokenizer,
-    prepare_output_dir,
-    trainer_options,
-    training_arguments,
-)
+from ..data import require_columns
+from ..models import build_model
+from ..recipe_schema import Recipe, RecipeError
+from .base import Task
 from .metrics import classification_metrics
-
-# The checkpoint a run keeps (`training.load_best_model_at_end`): the best macro-F1.
-BEST_METRIC = "f1"
 
 
 def label_mapping(raw, column: str) -> dict[str, int]:
@@ -45,6 +30,10 @@ def label_mapping(raw, column: str) -> dict[str, int]:
 
 def tokenize(raw, tokenizer, recipe: Recipe, label2id: dict[str, int]):
     data = recipe.data
+    unknown = {str(label) for label in raw["validation"][data.label_column]} - set(label2id)
+    if unknown:
+        raise RecipeError(f"The validation data has labels the model does not know: {sorted(unknown)} (it knows "
+                          f"{sorted(label2id)}).")
 
     def preprocess(batch):
         encoded = tokenizer(batch[data.text_column], truncation=True, max_length=data.max_source_length)
@@ -63,42 +52,46 @@ def compute_metrics_for(num_examples: int):
     return compute
 
 
-def run(recipe: Recipe, overwrite: bool = False) -> dict:
-    data = recipe.data
-    resume = prepare_output_dir(recipe.training, overwrite)
-    set_seed(recipe.training.get("seed", 42))
-    raw = load_raw(data, recipe.training.get("seed", 42))
-    require_columns(raw, [data.text_column, data.label_column],
-                    {data.text_column: "data.text_column", data.label_column: "data.label_column"})
-    label2id = label_mapping(raw, data.label_column)
-    id2label = {i: label for label, i in label2id.items()}
-    tokenizer = get_tokenizer(recipe, raw["train"], [data.text_column])
-    model = build_model(recipe, tokenizer, AutoModelForSequenceClassification, num_labels=len(label2id),
-                        id2label=id2label, label2id=label2id)
-    fit_lengths(model, data, ("max_source_length",), truncate=True)
-    tokenized = tokenize(raw, tokenizer, recipe, label2id)
-    args = training_arguments(recipe, eval_on_start=resume is None, metric_for_best_model=BEST_METRIC)
-    trainer = HfLlmTrainer(
-        model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
-        data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-        compute_metrics=compute_metrics_for(len(tokenized["validation"])), **trainer_options(recipe),
-    )
-    os.makedirs(args.output_dir, exist_ok=True)
-    train_result, metrics = train_and_evaluate(trainer, resume, with_perplexity=False)
-    return finish_run(trainer, tokenizer, recipe, train_result, metrics)
+class ClassificationTask(Task):
+    name = "classification"
+    default_dataset = "hf_llm:demo_sentiment"
+    is_encoder_decoder = None
+    best_metric = "f1"  # macro-F1
+    quality = ("eval_accuracy", "validation accuracy", True)
+    card_metrics = (("eval_accuracy", "accuracy", "Accuracy"), ("eval_f1", "f1", "Macro-F1"))
+    display_name = "Text classification"
+    generates_text = False
 
+    def check_data(self, recipe: Recipe, raw) -> None:
+        data = recipe.data
+        require_columns(raw, [data.text_column, data.label_column],
+                        {data.text_column: "data.text_column", data.label_column: "data.label_column"})
 
-def evaluate(recipe: Recipe, model, tokenizer) -> dict:
-    import tempfile
+    def auto_class(self, config):
+        return AutoModelForSequenceClassification
 
-    raw = load_raw(recipe.data, seed=0)
-    require_columns(raw, [recipe.data.text_column, recipe.data.label_column],
-                    {recipe.data.text_column: "data.text_column", recipe.data.label_column: "data.label_column"})
-    label2id = {str(k): v for k, v in model.config.label2id.items()}
-    tokenized = tokenize(raw, tokenizer, recipe, label2id)
-    with tempfile.TemporaryDirectory() as scratch:
-        recipe.training = {**recipe.training, "output_dir": scratch}
-        trainer = Trainer(model=model, args=training_arguments(recipe), eval_dataset=tokenized["validation"],
-                          data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-                          compute_metrics=compute_metrics_for(len(tokenized["validation"])))
-        return trainer.evaluate()
+    def build_model(self, recipe: Recipe, tokenizer, raw) -> tuple:
+        label2id = label_mapping(raw, recipe.data.label_column)
+        id2label = {i: label for label, i in label2id.items()}
+        model = build_model(recipe, tokenizer, AutoModelForSequenceClassification, num_labels=len(label2id),
+                            id2label=id2label, label2id=label2id)
+        return model, None
+
+    def tokenize(self, recipe: Recipe, raw, tokenizer, model):
+        return tokenize(raw, tokenizer, recipe, {str(k): v for k, v in model.config.label2id.items()})
+
+    def collator(self, tokenizer, model):
+        return DataCollatorWithPadding(tokenizer)
+
+    def compute_metrics(self, recipe: Recipe, tokenizer, eval_dataset):
+        return compute_metrics_for(len(eval_dataset))
+
+    def pipeline_tag(self, config) -> str:
+        return "text-classification"
+
+    def intended_use(self, config) -> str:
+        return f"Labelling texts with {sorted((config.label2id or {}).keys())}."
+
+    def usage_snippet(self, config, repo_id: str) -> str:
+        return (f'from transformers import pipeline\n\nclassify = pipeline("text-classification", model="{repo_id}", '
+                f'trust_remote_code=True)\nprint(classify("The movie was wonderful."))')

@@ -9,52 +9,24 @@ source, the reply as the target. Metric: perplexity on the assistant tokens.
 
 from __future__ import annotations
 
-import copy
-import os
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
 
-from transformers import AutoConfig, AutoModelForCausalLM, DataCollatorForSeq2Seq, Seq2SeqTrainer
-from transformers.trainer_utils import set_seed
-
-from ..data import load_raw, require_columns
-from ..recipes import Recipe, RecipeError, build_config
-from ..tokenizer import CHAT_TEMPLATE, CHAT_TOKENS, special_token_ids
-from ..train import (
-    HfLlmSeq2SeqTrainer,
-    build_model,
-    finish_run,
-    fit_lengths,
-    train_and_evaluate,
-    get_tokenizer,
-    perplexity,
-    prepare_output_dir,
-    set_generation_config,
-    trainer_options,
-    training_arguments,
-)
-from .warm_start import build_seq2seq
+from ..data import require_columns
+from ..models import build_model, build_seq2seq, pretrained_is_encoder_decoder, set_generation_config
+from ..recipe_schema import Recipe, RecipeError, build_config
+from ..tokenizer import ensure_chat_template, special_token_ids
+from ..trainers import HfLlmSeq2SeqTrainer
+from .base import Task
+from .seq2seq import seq2seq_usage
 
 ROLES = ("system", "user", "assistant")
-# The checkpoint a run keeps (`training.load_best_model_at_end`): the lowest loss on the assistant tokens.
-BEST_METRIC = "loss"
-
-
-def ensure_chat_template(tokenizer) -> bool:
-    """Give the tokenizer our chat template (and its tokens) if it has none; True if tokens were added."""
-    added = False
-    missing = [t for t in CHAT_TOKENS if t not in tokenizer.get_vocab()]
-    if missing:
-        tokenizer.add_special_tokens({"additional_special_tokens": CHAT_TOKENS})
-        added = True
-    if not getattr(tokenizer, "chat_template", None):
-        tokenizer.chat_template = CHAT_TEMPLATE
-    return added
 
 
 def check_conversations(raw, column: str) -> None:
     for name, split in raw.items():
         for i, messages in enumerate(split[column][:200]):
             if not isinstance(messages, list) or not messages:
-                raise RecipeError(f"{name} row {i}: data.{'messages_column'} '{column}' must hold a list of messages.")
+                raise RecipeError(f"{name} row {i}: data.messages_column '{column}' must hold a list of messages.")
             for message in messages:
                 if not isinstance(message, dict) or message.get("role") not in ROLES or not isinstance(message.get("content"), str):
                     raise RecipeError(f"{name} row {i}: every message needs a role in {list(ROLES)} and a text content; "
@@ -78,16 +50,7 @@ def context_response_pairs(messages: list[dict]) -> list[tuple[list[dict], str]]
     return [(messages[:i], m["content"]) for i, m in enumerate(messages) if m["role"] == "assistant" and i > 0]
 
 
-def is_encoder_decoder(recipe: Recipe) -> bool:
-    if recipe.model.name_or_path is not None:
-        try:
-            return AutoConfig.from_pretrained(recipe.model.name_or_path).is_encoder_decoder
-        except (OSError, ValueError) as error:
-            raise RecipeError(f"model.name_or_path: cannot load {recipe.model.name_or_path}: {error}") from None
-    return bool(build_config(recipe, vocab_size=max(recipe.tokenizer.vocab_size, 300)).is_encoder_decoder)
-
-
-def tokenize(raw, tokenizer, recipe: Recipe, encoder_decoder: bool):
+def tokenize_conversations(raw, tokenizer, recipe: Recipe, encoder_decoder: bool):
     data = recipe.data
     column = data.messages_column
     eos = tokenizer.eos_token_id
@@ -112,72 +75,68 @@ def tokenize(raw, tokenizer, recipe: Recipe, encoder_decoder: bool):
                    desc="Tokenising conversations")
 
 
-def prepare(recipe: Recipe, raw, tokenizer, model):
-    """Chat template on the tokenizer (embeddings resized if its tokens were new), stop on <|im_end|>."""
-    if ensure_chat_template(tokenizer):
-        model.resize_token_embeddings(len(tokenizer))
-    set_generation_config(model, recipe, tokenizer)
-    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    model.generation_config.eos_token_id = [special_token_ids(tokenizer)["eos_token_id"], end]
+class DialogueTask(Task):
+    name = "dialogue"
+    default_dataset = "hf_llm:demo_dialogue"
+    arguments_class = Seq2SeqTrainingArguments
+    trainer_class = HfLlmSeq2SeqTrainer
+    is_encoder_decoder = None  # a causal LM reads the whole chat; an encoder-decoder answers the chat so far
+    samples_by_default = True
+    best_metric = "loss"  # on the assistant tokens
+    reports_perplexity = True
+    length_keys = ("block_size", "max_source_length", "max_target_length")
+    quality = ("perplexity", "validation perplexity", False)
+    card_metrics = (("perplexity", "perplexity", "Perplexity (assistant tokens)"), ("eval_loss", "loss", "Loss"))
+    display_name = "Dialogue"
 
+    def check_data(self, recipe: Recipe, raw) -> None:
+        column = recipe.data.messages_column
+        require_columns(raw, [column], {column: "data.messages_column"})
+        check_conversations(raw, column)
 
-def run(recipe: Recipe, overwrite: bool = False) -> dict:
-    data = recipe.data
-    resume = prepare_output_dir(recipe.training, overwrite)
-    set_seed(recipe.training.get("seed", 42))
-    raw = load_raw(data, recipe.training.get("seed", 42))
-    require_columns(raw, [data.messages_column], {data.messages_column: "data.messages_column"})
-    check_conversations(raw, data.messages_column)
-    tokenizer = get_tokenizer(recipe, raw["train"], texts_of=lambda batch: [
-        m["content"] for messages in batch[data.messages_column] for m in messages])
-    encoder_decoder = is_encoder_decoder(recipe)
-    warm_report = None
-    if encoder_decoder:
-        model, warm_report = build_seq2seq(recipe, tokenizer)
-    else:
-        model = build_model(recipe, tokenizer, AutoModelForCausalLM)
-    fit_lengths(model, data, ("block_size", "max_source_length", "max_target_length"), truncate=True)
-    prepare(recipe, raw, tokenizer, model)
-    intended_generation = copy.deepcopy(model.generation_config)
-    tokenized = tokenize(raw, tokenizer, recipe, encoder_decoder)
+    def training_texts(self, recipe: Recipe, raw):
+        column = recipe.data.messages_column
+        return lambda batch: [m["content"] for messages in batch[column] for m in messages]
 
-    args = training_arguments(recipe, predict_with_generate=False, eval_on_start=resume is None,
-                              metric_for_best_model=BEST_METRIC)
-    trainer = HfLlmSeq2SeqTrainer(
-        model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
-        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model if encoder_decoder else None),
-        processing_class=tokenizer, **trainer_options(recipe),
-    )
-    os.makedirs(args.output_dir, exist_ok=True)
-    train_result, metrics = train_and_evaluate(trainer, resume)
-    return {**finish_run(trainer, tokenizer, recipe, train_result, metrics, intended_generation), "warm_start": warm_report}
+    def auto_class(self, config):
+        return AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
 
+    def build_model(self, recipe: Recipe, tokenizer, raw) -> tuple:
+        encoder_decoder = pretrained_is_encoder_decoder(recipe)
+        if encoder_decoder is None:  # a fresh model: as the recipe (or its preset) says
+            encoder_decoder = build_config(recipe, vocab_size=len(tokenizer)).is_encoder_decoder
+        if encoder_decoder:
+            return build_seq2seq(recipe, tokenizer)
+        return build_model(recipe, tokenizer, AutoModelForCausalLM), None
 
-def evaluate(recipe: Recipe, model, tokenizer) -> dict:
-    import tempfile
+    def prepare_model(self, recipe: Recipe, model, tokenizer) -> None:
+        """Chat template on the tokenizer (embeddings resized if its tokens were new), stop on <|im_end|>."""
+        if ensure_chat_template(tokenizer):
+            model.resize_token_embeddings(len(tokenizer))
+        set_generation_config(model, recipe, tokenizer, self.samples_by_default)
+        end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        model.generation_config.eos_token_id = [special_token_ids(tokenizer)["eos_token_id"], end]
 
-    raw = load_raw(recipe.data, seed=0)
-    require_columns(raw, [recipe.data.messages_column], {recipe.data.messages_column: "data.messages_column"})
-    tokenized = tokenize(raw, tokenizer, recipe, model.config.is_encoder_decoder)
-    with tempfile.TemporaryDirectory() as scratch:
-        recipe.training = {**recipe.training, "output_dir": scratch}
-        trainer = Seq2SeqTrainer(
-            model=model, args=training_arguments(recipe), eval_dataset=tokenized["validation"],
-            data_collator=DataCollatorForSeq2Seq(tokenizer, model=model if model.config.is_encoder_decoder else None),
-            processing_class=tokenizer,
-        )
-        metrics = trainer.evaluate()
-    metrics["perplexity"] = perplexity(metrics["eval_loss"])
-    return metrics
+    def tokenize(self, recipe: Recipe, raw, tokenizer, model):
+        return tokenize_conversations(raw, tokenizer, recipe, model.config.is_encoder_decoder)
 
+    def collator(self, tokenizer, model):
+        return DataCollatorForSeq2Seq(tokenizer, model=model if model.config.is_encoder_decoder else None)
 
-def reply(model, tokenizer, messages: list[dict], **generate_kwargs) -> str:
-    """The model's next assistant turn for a conversation (causal LM or encoder-decoder)."""
-    import torch
+    def argument_defaults(self, recipe: Recipe) -> dict:
+        return {"predict_with_generate": False}
 
-    source = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    inputs = tokenizer(source, return_tensors="pt", add_special_tokens=False)
-    with torch.no_grad():
-        output = model.generate(**inputs, **generate_kwargs)
-    new = output[0] if model.config.is_encoder_decoder else output[0, inputs["input_ids"].shape[1] :]
-    return tokenizer.decode(new, skip_special_tokens=True).strip()
+    def tokens_per_example(self, recipe: Recipe) -> int:
+        return recipe.data.block_size
+
+    def pipeline_tag(self, config) -> str:
+        return "text2text-generation" if config.is_encoder_decoder else "text-generation"
+
+    def intended_use(self, config) -> str:
+        return "Short assistant replies in the style of its training conversations."
+
+    def usage_snippet(self, config, repo_id: str) -> str:
+        if config.is_encoder_decoder:
+            return seq2seq_usage(repo_id, "text2text-generation")
+        return (f'from transformers import pipeline\n\nchat = pipeline("text-generation", model="{repo_id}", '
+                f'trust_remote_code=True)\nprint(chat([{{"role": "user", "content": "Hello!"}}], max_new_tokens=40))')

@@ -10,61 +10,21 @@ The final model's validation outputs are written to `generated_predictions.txt`,
 
 from __future__ import annotations
 
-import copy
-import json
 import os
+from collections.abc import Callable
 
 import numpy as np
-from transformers import DataCollatorForSeq2Seq
-from transformers.trainer_utils import set_seed
+from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
 
-from ..data import column_names, load_raw, require_columns
-from ..pipelines import encode_sources
-from ..recipes import Recipe, RecipeError
-from ..train import (
-    HfLlmSeq2SeqTrainer,
-    fit_lengths,
-    finish_run,
-    train_and_evaluate,
-    get_tokenizer,
-    perplexity,
-    prepare_output_dir,
-    set_generation_config,
-    trainer_options,
-    training_arguments,
-)
+from ..data import column_names, require_columns
+from ..inference import encode_sources
+from ..models import build_seq2seq, set_generation_config
+from ..recipe_schema import Recipe, RecipeError
+from ..trainers import HfLlmSeq2SeqTrainer
+from .base import Task
 from .metrics import summarization_metrics, translation_metrics
-from .warm_start import build_seq2seq
 
-# The checkpoint a run keeps (`training.load_best_model_at_end`), unless the recipe names another metric.
-BEST_METRIC = {"translation": "bleu", "summarization": "rougeL"}
 PREDICTIONS_FILE = "generated_predictions.txt"
-
-
-def pair_extractor(recipe: Recipe, raw) -> tuple:
-    """Check the data's columns and return `pairs(batch) -> (sources, targets)`."""
-    data = recipe.data
-    columns = column_names(raw["train"])
-    if recipe.task == "summarization":
-        require_columns(raw, [data.text_column, data.summary_column],
-                        {data.text_column: "data.text_column", data.summary_column: "data.summary_column"})
-        return lambda batch: (batch[data.text_column], batch[data.summary_column])
-    if "translation" in columns:
-        if data.source_lang is None or data.target_lang is None:
-            raise RecipeError("Translation rows {'translation': {lang: text}} need data.source_lang and data.target_lang.")
-        languages = sorted(raw["train"][0]["translation"])
-        for key in ("source_lang", "target_lang"):
-            if getattr(data, key) not in languages:
-                raise RecipeError(f"data.{key}={getattr(data, key)!r} is not a language of the translation pairs; "
-                                  f"they hold {languages}.")
-        if data.source_lang == data.target_lang:
-            raise RecipeError(f"data.source_lang and data.target_lang are both {data.source_lang!r}; pick a pair.")
-        source, target = data.source_lang, data.target_lang
-        return lambda batch: ([p[source] for p in batch["translation"]], [p[target] for p in batch["translation"]])
-    if "source" in columns and "target" in columns:
-        return lambda batch: (batch["source"], batch["target"])
-    raise RecipeError(f"Translation data needs a 'translation' column (with data.source_lang / data.target_lang) or "
-                      f"'source' and 'target' columns; the data has {columns}.")
 
 
 def tokenize_pairs(raw, pairs, tokenizer, recipe: Recipe):
@@ -89,9 +49,9 @@ def decode(tokenizer, token_ids, num_examples: int) -> list[str]:
     return [t.strip() for t in tokenizer.batch_decode(token_ids, skip_special_tokens=True)]
 
 
-def make_compute_metrics(recipe: Recipe, tokenizer, num_examples: int):
+def make_compute_metrics(score, tokenizer, num_examples: int):
+    """`compute_metrics` for generated ids: `score(predictions, references)` on the decoded texts, plus `gen_len`."""
     pad = tokenizer.pad_token_id
-    score = translation_metrics if recipe.task == "translation" else summarization_metrics
 
     def compute(eval_prediction):
         predictions = eval_prediction.predictions
@@ -102,6 +62,17 @@ def make_compute_metrics(recipe: Recipe, tokenizer, num_examples: int):
         return metrics
 
     return compute
+
+
+def seq2seq_usage(repo_id: str, pipeline_name: str) -> str:
+    """The model card's usage snippet of an encoder-decoder."""
+    return (f'import torch\nfrom transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n\n'
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")\n'
+            f'model = AutoModelForSeq2SeqLM.from_pretrained("{repo_id}", trust_remote_code=True)\n'
+            f'# sources end with EOS, as in training (with hf_llm installed: pipeline("{pipeline_name}", model=...))\n'
+            f'ids = tokenizer("Your text", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]\n'
+            f'output = model.generate(torch.tensor([ids]), num_beams=4)\n'
+            f'print(tokenizer.decode(output[0], skip_special_tokens=True))')
 
 
 def evaluate_and_write_predictions(trainer: HfLlmSeq2SeqTrainer) -> dict:
@@ -117,57 +88,124 @@ def evaluate_and_write_predictions(trainer: HfLlmSeq2SeqTrainer) -> dict:
     return output.metrics
 
 
-def make_trainer(recipe: Recipe, model, tokenizer, tokenized, **argument_overrides) -> HfLlmSeq2SeqTrainer:
-    # Generation length comes from the model's generation config (max_new_tokens = max_target_length).
-    args = training_arguments(
-        recipe, predict_with_generate=True, generation_num_beams=recipe.generation.num_beams,
-        metric_for_best_model=BEST_METRIC[recipe.task], **argument_overrides,
-    )
-    return HfLlmSeq2SeqTrainer(
-        model=model, args=args, train_dataset=tokenized.get("train"), eval_dataset=tokenized["validation"],
-        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model), processing_class=tokenizer,
-        compute_metrics=make_compute_metrics(recipe, tokenizer, len(tokenized["validation"])),
-        **trainer_options(recipe),
-    )
+class Seq2SeqTask(Task):
+    """What translation and summarization share: pairs of texts, a seq2seq model, scores on generated text."""
+
+    is_encoder_decoder = True
+    arguments_class = Seq2SeqTrainingArguments
+    trainer_class = HfLlmSeq2SeqTrainer
+    reports_perplexity = True
+    length_keys = ("max_source_length", "max_target_length")
+
+    def pairs(self, recipe: Recipe, raw) -> Callable[[dict], tuple[list[str], list[str]]]:
+        """Check the data's columns and return `pairs(batch) -> (sources, targets)`."""
+        raise NotImplementedError
+
+    def score(self, predictions: list[str], references: list[str]) -> dict:
+        raise NotImplementedError
+
+    def check_data(self, recipe: Recipe, raw) -> None:
+        self.pairs(recipe, raw)
+
+    def training_texts(self, recipe: Recipe, raw):
+        pairs = self.pairs(recipe, raw)
+        return lambda batch: [t for side in pairs(batch) for t in side]
+
+    def auto_class(self, config):
+        return AutoModelForSeq2SeqLM
+
+    def build_model(self, recipe: Recipe, tokenizer, raw) -> tuple:
+        return build_seq2seq(recipe, tokenizer)
+
+    def prepare_model(self, recipe: Recipe, model, tokenizer) -> None:
+        set_generation_config(model, recipe, tokenizer, self.samples_by_default)
+        # Target length as max_length (decoder start + tokens): Seq2SeqTrainer fills max_length into the config
+        # during evaluation, which with max_new_tokens would warn at every batch.
+        model.generation_config.max_new_tokens = None
+        model.generation_config.max_length = recipe.data.max_target_length + 1
+        # Pipelines and `hf-llm generate` encode sources as training did, prefix included.
+        model.config.task_specific_params = {self.name: {"prefix": recipe.data.source_prefix or ""}}
+
+    def tokenize(self, recipe: Recipe, raw, tokenizer, model):
+        return tokenize_pairs(raw, self.pairs(recipe, raw), tokenizer, recipe)
+
+    def collator(self, tokenizer, model):
+        return DataCollatorForSeq2Seq(tokenizer, model=model)
+
+    def argument_defaults(self, recipe: Recipe) -> dict:
+        # Generation length comes from the model's generation config (max_length = max_target_length + 1).
+        return {"predict_with_generate": True, "generation_num_beams": recipe.generation.num_beams}
+
+    def compute_metrics(self, recipe: Recipe, tokenizer, eval_dataset):
+        return make_compute_metrics(self.score, tokenizer, len(eval_dataset))
+
+    def final_evaluation(self, trainer) -> dict:
+        return evaluate_and_write_predictions(trainer)
+
+    def tokens_per_example(self, recipe: Recipe) -> int:
+        return recipe.data.max_source_length
+
+    def pipeline_tag(self, config) -> str:
+        return self.name
+
+    def usage_snippet(self, config, repo_id: str) -> str:
+        return seq2seq_usage(repo_id, self.name)
 
 
-def run(recipe: Recipe, overwrite: bool = False) -> dict:
-    data = recipe.data
-    resume = prepare_output_dir(recipe.training, overwrite)
-    set_seed(recipe.training.get("seed", 42))
-    raw = load_raw(data, recipe.training.get("seed", 42))
-    pairs = pair_extractor(recipe, raw)
-    tokenizer = get_tokenizer(recipe, raw["train"], texts_of=lambda batch: [t for side in pairs(batch) for t in side if t])
-    model, warm_report = build_seq2seq(recipe, tokenizer)
-    fit_lengths(model, data, ("max_source_length", "max_target_length"), truncate=True)
-    set_generation_config(model, recipe, tokenizer)
-    # Target length as max_length (decoder start + tokens): Seq2SeqTrainer fills max_length into the config
-    # during evaluation, which with max_new_tokens would warn at every batch.
-    model.generation_config.max_new_tokens = None
-    model.generation_config.max_length = data.max_target_length + 1
-    # Pipelines and `hf-llm generate` encode sources as training did, prefix included.
-    model.config.task_specific_params = {recipe.task: {"prefix": data.source_prefix or ""}}
-    intended_generation = copy.deepcopy(model.generation_config)
-    tokenized = tokenize_pairs(raw, pairs, tokenizer, recipe)
-    trainer = make_trainer(recipe, model, tokenizer, tokenized, eval_on_start=resume is None)
-    output_dir = trainer.args.output_dir
-    os.makedirs(output_dir, exist_ok=True)
-    if warm_report is not None and trainer.args.should_save:
-        with open(os.path.join(output_dir, "warm_start.json"), "w") as f:
-            json.dump(warm_report, f, indent=2)
+class TranslationTask(Seq2SeqTask):
+    name = "translation"
+    default_dataset = "hf_llm:demo_translation"
+    best_metric = "bleu"
+    quality = ("eval_bleu", "validation BLEU", True)
+    card_metrics = (("eval_bleu", "bleu", "sacreBLEU"), ("eval_chrf", "chrf", "chrF"))
+    display_name = "Translation"
 
-    train_result, metrics = train_and_evaluate(trainer, resume, final_evaluation=evaluate_and_write_predictions)
-    return {**finish_run(trainer, tokenizer, recipe, train_result, metrics, intended_generation), "warm_start": warm_report}
+    def pairs(self, recipe: Recipe, raw):
+        data = recipe.data
+        columns = column_names(raw["train"])
+        if "translation" in columns:
+            if data.source_lang is None or data.target_lang is None:
+                raise RecipeError("Translation rows {'translation': {lang: text}} need data.source_lang and "
+                                  "data.target_lang.")
+            languages = sorted(raw["train"][0]["translation"])
+            for key in ("source_lang", "target_lang"):
+                if getattr(data, key) not in languages:
+                    raise RecipeError(f"data.{key}={getattr(data, key)!r} is not a language of the translation pairs; "
+                                      f"they hold {languages}.")
+            if data.source_lang == data.target_lang:
+                raise RecipeError(f"data.source_lang and data.target_lang are both {data.source_lang!r}; pick a pair.")
+            source, target = data.source_lang, data.target_lang
+            return lambda batch: ([p[source] for p in batch["translation"]], [p[target] for p in batch["translation"]])
+        if "source" in columns and "target" in columns:
+            return lambda batch: (batch["source"], batch["target"])
+        raise RecipeError(f"Translation data needs a 'translation' column (with data.source_lang / data.target_lang) "
+                          f"or 'source' and 'target' columns; the data has {columns}.")
+
+    def score(self, predictions: list[str], references: list[str]) -> dict:
+        return translation_metrics(predictions, references)
+
+    def intended_use(self, config) -> str:
+        return "Translating sentences like those it was trained on."
 
 
-def evaluate(recipe: Recipe, model, tokenizer) -> dict:
-    raw = load_raw(recipe.data, seed=0)
-    pairs = pair_extractor(recipe, raw)
-    tokenized = tokenize_pairs(raw, pairs, tokenizer, recipe)
-    import tempfile
+class SummarizationTask(Seq2SeqTask):
+    name = "summarization"
+    default_dataset = "hf_llm:demo_summarization"
+    default_text_column = "document"
+    best_metric = "rougeL"
+    quality = ("eval_rouge1", "validation ROUGE-1", True)
+    card_metrics = (("eval_rouge1", "rouge", "ROUGE-1"), ("eval_rouge2", "rouge", "ROUGE-2"),
+                    ("eval_rougeL", "rouge", "ROUGE-L"), ("eval_rougeLsum", "rouge", "ROUGE-Lsum"))
+    display_name = "Summarization"
 
-    with tempfile.TemporaryDirectory() as scratch:
-        recipe.training = {**recipe.training, "output_dir": scratch}
-        metrics = make_trainer(recipe, model, tokenizer, tokenized).evaluate()
-    metrics["perplexity"] = perplexity(metrics["eval_loss"])
-    return metrics
+    def pairs(self, recipe: Recipe, raw):
+        data = recipe.data
+        require_columns(raw, [data.text_column, data.summary_column],
+                        {data.text_column: "data.text_column", data.summary_column: "data.summary_column"})
+        return lambda batch: (batch[data.text_column], batch[data.summary_column])
+
+    def score(self, predictions: list[str], references: list[str]) -> dict:
+        return summarization_metrics(predictions, references)
+
+    def intended_use(self, config) -> str:
+        return "One-line summaries of texts like those it was trained on."

@@ -18,7 +18,7 @@ from cases import nan_loss_at  # noqa: E402
 
 import hf_llm
 import hf_llm.tasks.seq2seq as seq2seq
-import hf_llm.train as hf_train
+import hf_llm.trainers as hf_train
 from hf_llm.cli import main
 
 recipe, report_dir = sys.argv[1], sys.argv[2]

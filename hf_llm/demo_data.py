@@ -115,7 +115,7 @@ def demo_translation(train: int = 6000, validation: int = 300, seed: int = 0) ->
 # --------------------------------------------------------------------------------------------------
 # Docstring-based tasks
 def _docstring_splits() -> dict[str, list[dict]]:
-    from .. import corpus
+    from . import corpus
 
     return {
         split: [d for d in documents if d["kind"] != "topic"] for split, documents in corpus.load_splits().items()

@@ -1,0 +1,119 @@
+"""Using a trained model: load a run folder, turn a prompt into model inputs, generate, keep only the new text.
+
+One place for what `hf-llm generate`, `hf-llm chat`, `hf-llm compare` (inference speed), the samples printed
+at the end of training and the seq2seq pipelines all do:
+
+- a causal LM continues the prompt's tokens (no special tokens added); the text returned is what follows it;
+- an encoder-decoder reads the source as in training — the task prefix saved in `config.task_specific_params`,
+  the text, then EOS — and the text returned is the whole output;
+- a model that reads at most `config.max_input_positions` tokens (learned positions) is given the prompt's
+  last tokens that fit, with a warning;
+- a chat is rendered by the tokenizer's chat template with the generation prompt; the reply is the new text.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from .recipe_schema import RecipeError
+
+logger = logging.getLogger("hf_llm")
+
+
+def load_model_and_tokenizer(model_dir: str):
+    """The model (through the Auto class its config names: causal LM, seq2seq or classifier) and tokenizer of a
+    folder written by `hf-llm train` (or `save_pretrained`), in eval mode; safetensors only."""
+    import hf_llm  # noqa: F401  (registers the Auto classes)
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSeq2SeqLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
+
+    if not os.path.isdir(model_dir):
+        raise RecipeError(f"Model folder not found: {model_dir}")
+    if not os.path.isfile(os.path.join(model_dir, "config.json")):
+        raise RecipeError(f"{model_dir} holds no config.json: not a saved model (train one with `hf-llm train`).")
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+        if any(name.endswith("ForSequenceClassification") for name in config.architectures or []):
+            auto = AutoModelForSequenceClassification  # a classification run (hf-llm eval, averaging)
+        else:
+            auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+        model = auto.from_pretrained(model_dir, use_safetensors=True).eval()  # never unpickle weights
+    except (OSError, ValueError) as error:
+        raise RecipeError(f"Cannot load the model in {model_dir}: {error}") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as error:
+        raise RecipeError(f"{model_dir} holds no usable tokenizer: {error}") from None
+    return model, tokenizer
+
+
+def encode_sources(tokenizer, texts: list[str], prefix: str = "", max_length: int | None = None) -> list[list[int]]:
+    """Token ids of seq2seq sources, each ending with EOS (what the seq2seq tasks train on)."""
+    kwargs = {"truncation": True, "max_length": max_length - 1} if max_length else {}
+    ids = tokenizer([prefix + (t or "") for t in texts], add_special_tokens=False, **kwargs)["input_ids"]
+    return [x + [tokenizer.eos_token_id] for x in ids]
+
+
+def source_prefix(config, task: str | None = None) -> str:
+    """The source prefix a seq2seq model was trained with (`config.task_specific_params[task]["prefix"]`; without
+    a task, the first one saved), or ""."""
+    params = getattr(config, "task_specific_params", None) or {}
+    if task is not None:
+        return (params.get(task) or {}).get("prefix", "")
+    return next((p.get("prefix", "") for p in params.values() if isinstance(p, dict)), "")
+
+
+def prompt_inputs(model, tokenizer, prompt: str, max_new_tokens: int = 0, prefix: str | None = None) -> dict:
+    """`input_ids` and `attention_mask` (batch of one) for a prompt, encoded as the model was trained to read it.
+    A model with learned positions keeps the prompt's last tokens that leave room for `max_new_tokens`."""
+    if model.config.is_encoder_decoder:
+        ids = torch.tensor(encode_sources(tokenizer, [prompt], source_prefix(model.config) if prefix is None else prefix))
+    else:
+        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    limit = model.config.max_input_positions
+    if limit is not None:
+        room = limit - (0 if model.config.is_encoder_decoder else max_new_tokens)
+        if room <= 0:
+            raise RecipeError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt: this model reads "
+                              f"{limit} positions (max_position_embeddings).")
+        if ids.shape[1] > room:
+            logger.warning("The prompt has %d tokens; this model reads %d positions (max_position_embeddings): its "
+                           "last %d tokens are used.", ids.shape[1], limit, room)
+            ids = ids[:, -room:]
+    return {"input_ids": ids.to(model.device), "attention_mask": torch.ones_like(ids, device=model.device)}
+
+
+def new_tokens(model, inputs: dict, output: torch.Tensor) -> torch.Tensor:
+    """What `generate` added for the first row: a causal LM's output repeats the prompt, a seq2seq output does not."""
+    return output[0] if model.config.is_encoder_decoder else output[0, inputs["input_ids"].shape[1]:]
+
+
+@torch.no_grad()
+def generate_text(model, tokenizer, prompt: str, prefix: str | None = None, **generate_kwargs) -> str:
+    """The text the model generates for a prompt (its generation config, updated by `generate_kwargs`): a causal
+    LM's continuation (without the prompt), or a seq2seq model's output."""
+    budget = generate_kwargs.get("max_new_tokens") or model.generation_config.max_new_tokens or 0
+    inputs = prompt_inputs(model, tokenizer, prompt, budget, prefix)
+    try:
+        output = model.generate(**inputs, **generate_kwargs)
+    except ValueError as error:  # generate's own argument checks
+        raise RecipeError(f"generate: {error}") from None
+    return tokenizer.decode(new_tokens(model, inputs, output), skip_special_tokens=True)
+
+
+@torch.no_grad()
+def chat_reply(model, tokenizer, messages: list[dict], **generate_kwargs) -> str:
+    """The model's next assistant turn for a conversation (causal LM or encoder-decoder), through the
+    tokenizer's chat template."""
+    source = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    inputs = tokenizer(source, return_tensors="pt", add_special_tokens=False).to(model.device)
+    output = model.generate(**inputs, **generate_kwargs)
+    return tokenizer.decode(new_tokens(model, inputs, output), skip_special_tokens=True).strip()

@@ -1,0 +1,268 @@
+"""The recipe format: its sections as dataclasses, the checks of YAML values against their types, and the
+translation of a recipe into an `HfLlmConfig`, `TrainingArguments` fields and `GenerationConfig` fields.
+
+Nothing here knows a task: what differs between tasks (default data, arguments class, sampling) is
+passed in by the caller, which asks the task (`hf_llm.tasks`). Reading a recipe file is `hf_llm.recipes`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import inspect
+import os
+import pathlib
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import yaml
+
+from .modeling.configuration_hf_llm import HfLlmConfig
+
+
+class RecipeError(ValueError):
+    """A problem in a recipe or its inputs that the user can fix; the CLI prints it without a traceback."""
+
+
+@dataclass
+class ModelArgs:
+    """Which model to train. Any other key is an `HfLlmConfig` field (hidden_size, rnn_cell, ...)."""
+
+    name_or_path: str | None = None  # start from this checkpoint (a folder, or a Hub id when online)
+    preset: str | None = None  # a named architecture from hf_llm.presets
+    backbone: str | None = None
+    encoder_backbone: str | None = None
+    decoder_backbone: str | None = None
+    # A seq2seq task started from a causal-LM checkpoint (name_or_path): which sides take its weights.
+    warm_start: str = "both"  # both | encoder | decoder
+    config: dict[str, Any] = field(default_factory=dict)  # the HfLlmConfig fields given in the section
+
+
+@dataclass
+class TokenizerArgs:
+    name_or_path: str | None = None  # an existing tokenizer; otherwise one is trained on the training text
+    vocab_size: int = 8192
+    min_frequency: int = 2
+    max_training_documents: int | None = None
+
+
+@dataclass
+class DataArgs:
+    dataset_name: str | None = None  # a Hub dataset, or "hf_llm:<name>" for a bundled one
+    dataset_config: str | None = None
+    train_file: str | None = None
+    validation_file: str | None = None
+    text_column: str | None = None  # default: the task's ("text"; "document" for summarization)
+    block_size: int = 256
+    packing: bool = False  # keep document boundaries inside blocks (no attention / state / receptive field across)
+    validation_split_percentage: float = 5.0
+    streaming: bool = False
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    preprocessing_num_workers: int | None = None
+    # Task fields (fine-tuning recipes).
+    summary_column: str = "summary"
+    source_lang: str | None = None
+    target_lang: str | None = None
+    source_prefix: str | None = None
+    label_column: str = "label"
+    messages_column: str = "messages"
+    max_source_length: int = 256
+    max_target_length: int = 128
+
+
+@dataclass
+class GenerationArgs:
+    prompts: list[str] = field(default_factory=lambda: ["Return the"])
+    max_new_tokens: int = 40
+    do_sample: bool | None = None  # default: the task's (sampling for text continuation and chat)
+    temperature: float = 0.8
+    top_k: int = 50
+    top_p: float = 0.95
+    num_beams: int = 1
+    seed: int = 0
+
+
+def generation_fields(g: GenerationArgs, sample_by_default: bool) -> dict:
+    """GenerationConfig fields of the generation section (sampling knobs only when sampling); `do_sample` unset
+    means the task's default (`Task.samples_by_default`)."""
+    do_sample = g.do_sample if g.do_sample is not None else sample_by_default
+    fields = dict(max_new_tokens=g.max_new_tokens, do_sample=do_sample, num_beams=g.num_beams)
+    if do_sample:
+        fields.update(temperature=g.temperature, top_k=g.top_k, top_p=g.top_p)
+    return fields
+
+
+@dataclass
+class Recipe:
+    path: str | None
+    description: str
+    task: str
+    model: ModelArgs
+    tokenizer: TokenizerArgs
+    data: DataArgs
+    generation: GenerationArgs
+    training: dict[str, Any]  # TrainingArguments fields; resume_from_checkpoint may also be true
+
+    def to_dict(self) -> dict:
+        model = {k: v for k, v in dataclasses.asdict(self.model).items() if k != "config" and v is not None}
+        model.update(self.model.config)
+        return {
+            "description": self.description,
+            "task": self.task,
+            "model": model,
+            "tokenizer": dataclasses.asdict(self.tokenizer),
+            "data": dataclasses.asdict(self.data),
+            "generation": dataclasses.asdict(self.generation),
+            "training": dict(self.training),
+        }
+
+
+SECTIONS = {"model": ModelArgs, "tokenizer": TokenizerArgs, "data": DataArgs, "generation": GenerationArgs}
+TOP_LEVEL = ("description", "task", "model", "tokenizer", "data", "generation", "training")
+# HfLlmConfig fields that come from the tokenizer, not from a recipe.
+# Keys of the `training` section that hf_llm handles itself (not TrainingArguments fields).
+HF_LLM_TRAINING_KEYS = ("resume_from_checkpoint", "on_nonfinite_loss", "max_minutes", "early_stopping_patience",
+                        "average_last_checkpoints")
+# Defaults of hf_llm's runs where TrainingArguments' own do not suit (the recipe's values win).
+TRAINING_DEFAULTS = dict(report_to="none", logging_steps=10, save_total_limit=2, per_device_train_batch_size=8,
+                         per_device_eval_batch_size=8, dataloader_pin_memory=torch.cuda.is_available(),
+                         include_num_input_tokens_seen=True)
+# A budget given on the command line replaces the recipe's: `training.num_train_epochs=3` on a recipe with
+# `max_steps: 800` means three epochs (for TrainingArguments, max_steps would win).
+BUDGET_KEYS = ("max_steps", "num_train_epochs")
+TOKENIZER_FIELDS = {"vocab_size", "pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Type checking of YAML values against dataclass annotations
+def matches(value: Any, annotation: Any) -> bool:
+    """Whether a YAML value fits a type annotation (ints are accepted where floats are expected)."""
+    if annotation is Any or annotation is inspect.Parameter.empty:
+        return True
+    if annotation is None or annotation is type(None):
+        return value is None
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
+        if enums and isinstance(value, str):  # `SomeEnum | str` fields take one of the enum's names
+            return any(matches(value, e) for e in enums)
+        return any(matches(value, arg) for arg in args)
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if origin in (list, tuple):
+        args = typing.get_args(annotation)
+        return isinstance(value, list) and (not args or all(matches(v, args[0]) for v in value))
+    if origin is dict:
+        return isinstance(value, dict)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return value in {member.value for member in annotation} or isinstance(value, annotation)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def describe_type(annotation: Any) -> str:
+    enums = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, enum.Enum)]
+    if enums:
+        return f"one of {[member.value for member in enums[0]]}"
+    text = str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
+    return text.replace("NoneType", "None")
+
+
+def config_field_types() -> dict[str, Any]:
+    """HfLlmConfig.__init__ parameters (the recipe's `model` keys besides ModelArgs) and their types."""
+    hints = typing.get_type_hints(HfLlmConfig.__init__)
+    parameters = inspect.signature(HfLlmConfig.__init__).parameters
+    return {
+        name: hints.get(name, Any)
+        for name, p in parameters.items()
+        if name not in ("self", "kwargs") and p.kind is not p.VAR_KEYWORD and name not in TOKENIZER_FIELDS
+    }
+
+
+def training_field_types(arguments_class: type) -> dict[str, Any]:
+    """The keys a `training` section may hold: the fields of the task's TrainingArguments class, plus hf_llm's own."""
+    hints = typing.get_type_hints(arguments_class)
+    fields = {f.name: hints.get(f.name, Any) for f in dataclasses.fields(arguments_class) if f.init}
+    fields["resume_from_checkpoint"] = str | bool | None  # true: the last checkpoint in output_dir
+    fields["on_nonfinite_loss"] = typing.Literal["stop", "skip"]
+    fields["max_minutes"] = float | None  # stop training after this much wall time (the budget of `hf-llm compare`)
+    fields["early_stopping_patience"] = int | None  # stop after this many evaluations without a better metric
+    fields["average_last_checkpoints"] = int | None  # average the weights of the last N checkpoints at the end
+    return fields
+
+
+def training_arguments_fields(training: dict[str, Any]) -> dict[str, Any]:
+    """The TrainingArguments fields of a `training` section: hf_llm's own keys dropped and, where the best
+    checkpoint is kept (`load_best_model_at_end`), evaluation aligned with saving unless the recipe says
+    otherwise: the same strategy, and `eval_steps` = `save_steps` (TrainingArguments would take `logging_steps`)."""
+    fields = {key: value for key, value in training.items() if key not in HF_LLM_TRAINING_KEYS}
+    if fields.get("load_best_model_at_end"):
+        fields.setdefault("eval_strategy", fields.get("save_strategy", "steps"))
+        if fields["eval_strategy"] == "steps" and fields.get("eval_steps") is None:
+            fields["eval_steps"] = fields.get("save_steps", 500)
+    return fields
+
+
+def check_section(section: str, values: Any, allowed: dict[str, Any]) -> None:
+    if not isinstance(values, dict):
+        raise RecipeError(f"Section '{section}' must be a mapping of keys to values, not {type(values).__name__}.")
+    for key, value in values.items():
+        if key not in allowed:
+            close = [k for k in allowed if k.startswith(str(key)[:4])][:5]
+            hint = f" Did you mean one of {close}?" if close else ""
+            raise RecipeError(f"Unknown key '{section}.{key}'.{hint} See `hf-llm train --help` for the recipe format.")
+        if not matches(value, allowed[key]):
+            raise RecipeError(
+                f"'{section}.{key}' must be {describe_type(allowed[key])}, got {value!r} ({type(value).__name__})."
+            )
+
+
+# --------------------------------------------------------------------------------------------------
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """'section.key=value' -> (section, key, YAML-parsed value)."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise RecipeError(f"Override {text!r} must look like section.key=value, e.g. training.max_steps=100.")
+    dotted, raw = text.split("=", 1)
+    section, key = dotted.split(".", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return section.strip(), key.strip(), value
+
+
+def build_config(recipe: Recipe, vocab_size: int, special: dict[str, int] | None = None,
+                 is_encoder_decoder: bool | None = None) -> HfLlmConfig:
+    """The model config a recipe asks for: preset, then backbone fields, then any other config field;
+    `is_encoder_decoder` True or False where the task decides it (None: as the recipe says)."""
+    from .presets import PRESETS
+
+    model = recipe.model
+    fields: dict[str, Any] = dict(PRESETS[model.preset]) if model.preset else {}
+    for key in ("backbone", "encoder_backbone", "decoder_backbone"):
+        if getattr(model, key) is not None:
+            fields[key] = getattr(model, key)
+    fields.update(model.config)
+    if is_encoder_decoder is not None:
+        fields["is_encoder_decoder"] = is_encoder_decoder
+    special = special or {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+    fields.update(special, vocab_size=vocab_size)
+    if fields.get("is_encoder_decoder"):
+        fields.setdefault("decoder_start_token_id", special["bos_token_id"])
+    return HfLlmConfig(**fields)
+
+
+def dump_recipe(recipe: Recipe, path: str | os.PathLike) -> None:
+    pathlib.Path(path).write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
