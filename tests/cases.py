@@ -70,33 +70,5 @@ def seq2seq_config(case: str, **overrides) -> hf_llm.HfLlmConfig:
     return hf_llm.HfLlmConfig(**fields)
 
 
-def tiny_tokenizer():
-    """A 61-token word-level tokenizer (ids match TINY): <pad> <s> </s> <unk>, then w0..w56."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}
-    vocab.update({f"w{i}": i + 4 for i in range(TINY["vocab_size"] - 4)})
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
-    )
 
 
-def nan_loss_at(forward, at_call: int):
-    """`forward` whose `at_call`-th training call (with a loss) returns a NaN loss."""
-    import functools
-
-    calls = {"n": 0}
-
-    @functools.wraps(forward)  # the Trainer reads the signature to pick the dataset columns
-    def wrapper(self, *args, **kwargs):
-        out = forward(self, *args, **kwargs)
-        if self.training and out.loss is not None:
-            calls["n"] += 1
-            if calls["n"] == at_call:
-                out.loss = out.loss * float("nan")
-        return out
-
-    return wrapper

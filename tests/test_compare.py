@@ -7,8 +7,7 @@ import os
 
 import pytest
 import yaml
-from test_pretraining import write_recipe
-from test_robustness import docs  # noqa: F401  (the fixture)
+from helpers import write_recipe
 
 from hf_llm.cli import main
 from hf_llm.compare import parse_budget
@@ -59,7 +58,7 @@ def test_a_tiny_compare_over_all_families(docs, tmp_path, capsys):  # noqa: F811
 
 
 def test_compare_works_for_a_task_recipe_with_overlay_files(tmp_path):
-    from test_tasks import write_task_recipe
+    from helpers import write_task_recipe
 
     recipe = write_task_recipe(tmp_path, "classification", "transformer", max_steps=4)
     (tmp_path / "gru.yaml").write_text(yaml.safe_dump({"model": {"backbone": "rnn", "rnn_cell": "gru"}}))

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from cases import LM_CASES
-from test_invariants import assert_logits_close, make_lm, random_ids
+from helpers import assert_logits_close, make_lm, random_ids
 
 from hf_llm import corpus
 from hf_llm.data import group_texts, load_raw, require_columns

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from test_tasks import write_task_recipe
+from helpers import write_task_recipe
 
 from hf_llm.cli import main
 

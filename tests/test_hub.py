@@ -11,11 +11,10 @@ import sys
 import pytest
 import torch
 import yaml
+from helpers import corpus_sample, write_recipe, write_task_recipe
 from hub_server import LocalHub
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
-from test_pretraining import corpus_sample, write_recipe
-from test_tasks import write_task_recipe
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from hf_llm.cli import main

@@ -16,21 +16,14 @@ import time
 import pytest
 import torch
 import yaml
-from cases import nan_loss_at
+from helpers import nan_loss_at, write_recipe, write_task_recipe
 from safetensors.torch import load_file
-from test_pretraining import corpus_sample, write_recipe
-from test_tasks import write_task_recipe
 from transformers import AutoModelForCausalLM
 from transformers.trainer_utils import get_last_checkpoint
 
 import hf_llm
 import hf_llm.trainers as hf_train
 from hf_llm.cli import main
-
-
-@pytest.fixture(scope="module")
-def docs(tmp_path_factory):
-    return corpus_sample(tmp_path_factory.mktemp("docs"), 300, 40)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
-from cases import nan_loss_at  # noqa: E402
+from helpers import nan_loss_at  # noqa: E402
 
 import hf_llm
 import hf_llm.tasks.seq2seq as seq2seq

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cases import LM_CASES, SEQ2SEQ_CASES, lm_config, seq2seq_config, tiny_tokenizer
+from cases import LM_CASES, SEQ2SEQ_CASES, lm_config, seq2seq_config
 from datasets import Dataset
 from transformers import (
     AutoModelForCausalLM,
@@ -51,8 +51,8 @@ def training_args(tmp_path, cls=TrainingArguments, **overrides):
 
 
 @pytest.mark.parametrize("case", LM_CASES)
-def test_trainer_lowers_causal_lm_loss(case, tmp_path):
-    tokenizer = tiny_tokenizer()
+def test_trainer_lowers_causal_lm_loss(case, tmp_path, tiny_tokenizer):
+    tokenizer = tiny_tokenizer
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(lm_config(case))
     train, evaluation = Dataset.from_list(lm_rows(256)), Dataset.from_list(lm_rows(32, seed=1))
@@ -67,8 +67,8 @@ def test_trainer_lowers_causal_lm_loss(case, tmp_path):
 
 
 @pytest.mark.parametrize("case", SEQ2SEQ_CASES)
-def test_seq2seq_trainer_lowers_loss(case, tmp_path):
-    tokenizer = tiny_tokenizer()
+def test_seq2seq_trainer_lowers_loss(case, tmp_path, tiny_tokenizer):
+    tokenizer = tiny_tokenizer
     torch.manual_seed(0)
     model = AutoModelForSeq2SeqLM.from_config(seq2seq_config(case))
     train, evaluation = Dataset.from_list(s2s_rows(256)), Dataset.from_list(s2s_rows(32, seed=1))
@@ -95,9 +95,9 @@ def one_sgd_step(model, rows, tokenizer, collator, tmp_path, batch: int, accumul
 
 
 @pytest.mark.parametrize("kind", ["lm", "seq2seq"])
-def test_gradient_accumulation_matches_a_larger_batch(kind, tmp_path):
+def test_gradient_accumulation_matches_a_larger_batch(kind, tmp_path, tiny_tokenizer):
     """4 examples of different lengths: one batch of 4 == two accumulated batches of 2 (token-weighted loss)."""
-    tokenizer = tiny_tokenizer()
+    tokenizer = tiny_tokenizer
     if kind == "lm":
         rows = [{"input_ids": list(range(4, 4 + n))} for n in (3, 12, 5, 9)]
         build = lambda: AutoModelForCausalLM.from_config(lm_config(next(iter(LM_CASES)))).float()

@@ -75,3 +75,26 @@ def test_heads_reject_the_wrong_kind_of_config():
         hf_llm.HfLlmForCausalLM(s2s)
     with pytest.raises(ValueError, match="set is_encoder_decoder=True"):
         hf_llm.HfLlmForSeq2SeqLM(lm)
+
+
+def test_what_callers_outside_the_models_ask_the_config():
+    def config(**fields):
+        return hf_llm.HfLlmConfig(**{**TINY, **fields})
+
+    # the longest input: bounded only where a stack has learned positions (the convolutional family)
+    assert config(backbone="transformer").max_input_positions is None
+    assert config(backbone="rnn").max_input_positions is None
+    assert config(backbone="cnn").max_input_positions == TINY["max_position_embeddings"]
+    mixed = config(is_encoder_decoder=True, decoder_start_token_id=1, encoder_backbone="cnn", decoder_backbone="rnn")
+    assert mixed.max_input_positions == TINY["max_position_embeddings"]
+    # hidden_size must be a multiple of the head count and, with a bidirectional RNN encoder, of 2
+    assert config(backbone="transformer").hidden_size_multiple == 4
+    assert config(backbone="rnn").hidden_size_multiple == 1
+    assert config(hidden_size=48, num_attention_heads=3, is_encoder_decoder=True, decoder_start_token_id=1,
+                  encoder_backbone="rnn", decoder_backbone="transformer").hidden_size_multiple == 6
+    # a warm start's encoder-decoder has the decoder-only model's stack on both sides
+    lm = config(backbone="cnn", cnn_decoder_spec=[[32, 3], [48, 2]])
+    seq2seq = hf_llm.HfLlmConfig(**lm.encoder_decoder_fields(), decoder_start_token_id=1)
+    assert seq2seq.is_encoder_decoder and seq2seq.used_backbones() == ["cnn", "cnn"]
+    assert seq2seq.cnn_spec("encoder") == seq2seq.cnn_spec("decoder") == lm.cnn_spec("decoder")
+    assert "convolutional" in lm.describe() and "blocks [(32, 3), (48, 2)]" in lm.describe_side("decoder")

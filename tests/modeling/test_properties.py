@@ -7,9 +7,9 @@ from __future__ import annotations
 import tempfile
 
 import torch
+from helpers import assert_logits_close
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_invariants import assert_logits_close
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 import hf_llm

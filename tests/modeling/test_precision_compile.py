@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from cases import LM_CASES
-from test_invariants import make_lm, make_seq2seq, random_ids
+from helpers import make_lm, make_seq2seq, random_ids
 
 CASES = ["transformer", "rnn-lstm", "rnn-gru", "cnn", "transformer-transformer", "rnn-rnn[lstm,bahdanau,bi]",
          "rnn-rnn[gru,luong_dot,bi,feed]", "cnn-cnn", "transformer-cnn"]

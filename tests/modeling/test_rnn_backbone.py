@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from cases import lm_config, seq2seq_config
-from test_invariants import make_lm, make_seq2seq, random_ids, right_pad
+from helpers import make_lm, make_seq2seq, random_ids, right_pad
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 import hf_llm

@@ -11,58 +11,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cases import LM_CASES, SEQ2SEQ_CASES, lm_config, seq2seq_config
+from cases import LM_CASES, SEQ2SEQ_CASES
+from helpers import (
+    assert_logits_close,
+    left_pad,
+    make_lm,
+    make_seq2seq,
+    random_ids,
+    right_pad,
+)
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
-ATOL = 1e-5
-# Masked positions hold a real token rather than the pad id, whose embedding is zero: zeros could slip
-# through a recurrence or a convolution unnoticed, a real token cannot.
-FILLER = 7
-
-
-def assert_logits_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
-    """Equal up to float32 rounding: ATOL for logits of order 1, scaled up for larger ones."""
-    scale = max(1.0, expected.abs().max().item())
-    torch.testing.assert_close(actual, expected, atol=ATOL * scale, rtol=0)
-
-
-def make_lm(case: str, **overrides):
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(lm_config(case, **overrides)).eval()
-    model.generation_config.eos_token_id = None  # fixed-length generations compare cleanly
-    return model
-
-
-def make_seq2seq(case: str, **overrides):
-    torch.manual_seed(0)
-    model = AutoModelForSeq2SeqLM.from_config(seq2seq_config(case, **overrides)).eval()
-    model.generation_config.eos_token_id = None
-    return model
-
-
-def random_ids(batch: int, length: int, seed: int = 1) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randint(3, 61, (batch, length), generator=generator)
-
-
-def left_pad(rows: list[torch.Tensor], pad: int = FILLER) -> tuple[torch.Tensor, torch.Tensor]:
-    length = max(len(r) for r in rows)
-    ids = torch.full((len(rows), length), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, length - len(row) :] = row
-        mask[i, length - len(row) :] = 1
-    return ids, mask
-
-
-def right_pad(rows: list[torch.Tensor], pad: int = FILLER) -> tuple[torch.Tensor, torch.Tensor]:
-    length = max(len(r) for r in rows)
-    ids = torch.full((len(rows), length), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
-        mask[i, : len(row)] = 1
-    return ids, mask
 
 
 # --------------------------------------------------------------------------------------------------

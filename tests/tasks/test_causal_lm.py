@@ -10,48 +10,19 @@ import shutil
 import pytest
 import torch
 import yaml
+from helpers import write_recipe
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_llm import corpus
 from hf_llm.cli import main
 
 BACKBONES = ["transformer", "rnn", "cnn"]
 
 
-def corpus_sample(folder, train: int, validation: int) -> dict[str, str]:
-    """The first documents of the embedded corpus's splits, as local jsonl files: {split: path}."""
-    files = corpus.corpus_files()
-    out = {}
-    for split, count in (("train", train), ("validation", validation)):
-        with open(files[split]) as src, open(folder / f"{split}.jsonl", "w") as dst:
-            for _, line in zip(range(count), src):
-                dst.write(line)
-        out[split] = str(folder / f"{split}.jsonl")
-    return out
 
 
-@pytest.fixture(scope="module")
-def docs(tmp_path_factory):
-    """A few hundred real documents from the embedded corpus, as local jsonl files."""
-    return corpus_sample(tmp_path_factory.mktemp("docs"), 400, 60)
 
 
-def write_recipe(path, backbone: str, output_dir, docs, **training) -> str:
-    recipe = {
-        "description": "test",
-        "model": {"backbone": backbone, "hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
-                  "intermediate_size": 96, "dropout": 0.0, "cnn_kernel_size": 3},
-        "tokenizer": {"vocab_size": 400},
-        "data": {"train_file": docs["train"], "validation_file": docs["validation"], "block_size": 32},
-        "generation": {"prompts": ["Return the"], "max_new_tokens": 8, "do_sample": False},
-        "training": {"output_dir": str(output_dir), "max_steps": 60, "per_device_train_batch_size": 8,
-                     "learning_rate": 5e-3, "logging_steps": 10, "save_steps": 30, "disable_tqdm": True, "seed": 0,
-                     "use_cpu": True, **training},
-    }
-    with open(path, "w") as f:
-        yaml.safe_dump(recipe, f)
-    return str(path)
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)

@@ -7,8 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 from cases import LM_CASES, lm_config, seq2seq_config
-from test_invariants import assert_logits_close, left_pad, make_lm, make_seq2seq, random_ids
-from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
+from helpers import assert_logits_close, left_pad, make_lm, make_seq2seq, random_ids
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+)
 
 LMS = ["transformer", "rnn-lstm", "rnn-gru", "cnn"]
 SEQ2SEQ = ["transformer-transformer", "rnn-rnn[lstm,luong_general,bi,feed]", "rnn-rnn[gru,bahdanau,uni]",
@@ -258,7 +263,7 @@ def test_checkpoints_of_the_previous_layout_load_with_their_logits(name):
 
     from safetensors.torch import load_file
 
-    folder = Path(__file__).parent / "data" / "layout_v1" / name
+    folder = Path(__file__).parent.parent / "data" / "layout_v1" / name
     expected = load_file(folder / "expected.safetensors")
     auto = AutoModelForCausalLM if name.startswith("lm_") else AutoModelForSeq2SeqLM
     # ConvS2S models of that layout were trained without the attention scaling that is now the default.

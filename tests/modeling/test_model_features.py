@@ -6,8 +6,19 @@ from __future__ import annotations
 import pytest
 import torch
 from cases import LM_CASES, SEQ2SEQ_CASES, TINY, lm_config, seq2seq_config
-from test_invariants import assert_logits_close, left_pad, make_lm, make_seq2seq, random_ids, right_pad
-from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
+from helpers import (
+    assert_logits_close,
+    left_pad,
+    make_lm,
+    make_seq2seq,
+    random_ids,
+    right_pad,
+)
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+)
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 import hf_llm

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cases import TINY, tiny_tokenizer
+from cases import TINY
 from datasets import Dataset
-from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
+from transformers import (
+    AutoModelForSeq2SeqLM,
+    DataCollatorForSeq2Seq,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+)
 
 import hf_llm
 
@@ -35,14 +40,14 @@ def copy_rows(n: int, seed: int) -> list[dict]:
 
 
 @pytest.mark.parametrize("pair", PAIRS)
-def test_outputs_depend_on_the_source_after_short_training(pair, tmp_path):
+def test_outputs_depend_on_the_source_after_short_training(pair, tmp_path, tiny_tokenizer):
     encoder, decoder = PAIRS[pair]
     fields = {**TINY, "initializer_range": 0.02, "hidden_size": 64, "intermediate_size": 128}
     config = hf_llm.HfLlmConfig(**fields, is_encoder_decoder=True, decoder_start_token_id=1,
                                 encoder_backbone=encoder, decoder_backbone=decoder)
     torch.manual_seed(0)
     model = AutoModelForSeq2SeqLM.from_config(config)
-    tokenizer = tiny_tokenizer()
+    tokenizer = tiny_tokenizer
     args = Seq2SeqTrainingArguments(
         output_dir=str(tmp_path / "out"), per_device_train_batch_size=16, learning_rate=2e-3, max_steps=150,
         warmup_steps=20, lr_scheduler_type="constant_with_warmup", weight_decay=0.0, save_strategy="no",

@@ -14,9 +14,14 @@ import os
 
 import pytest
 import torch
+from helpers import write_task_recipe
 from safetensors.torch import load_file
-from test_tasks import write_task_recipe
-from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorForSeq2Seq
+from transformers import (
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorForSeq2Seq,
+)
 
 import hf_llm
 from hf_llm.cli import main

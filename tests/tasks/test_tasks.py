@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 import yaml
+from helpers import TINY_MODEL, results, write_task_recipe
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -20,40 +21,21 @@ from transformers import (
 
 import hf_llm
 from hf_llm.cli import main
-from hf_llm.recipes import RecipeError, load_recipe
 from hf_llm.inference import chat_reply, load_model_and_tokenizer
+from hf_llm.recipes import RecipeError, load_recipe
 from hf_llm.tasks.dialogue import assistant_labels
-from hf_llm.tokenizer import CHAT_TEMPLATE, ensure_chat_template
-from hf_llm.tasks.metrics import classification_metrics, summarization_metrics, translation_metrics
-from hf_llm.tokenizer import train_tokenizer
+from hf_llm.tasks.metrics import (
+    classification_metrics,
+    summarization_metrics,
+    translation_metrics,
+)
+from hf_llm.tokenizer import CHAT_TEMPLATE, ensure_chat_template, train_tokenizer
 
 FAMILIES = ["transformer", "rnn", "cnn"]
-TINY_MODEL = {"hidden_size": 48, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 96,
-              "dropout": 0.0, "cnn_kernel_size": 3, "rnn_attention": "luong_general"}
 
 
-def write_task_recipe(tmp_path, task: str, family: str, model=None, data=None, **training) -> str:
-    seq2seq = task in ("translation", "summarization")
-    backbone = {"encoder_backbone": family, "decoder_backbone": family} if seq2seq else {"backbone": family}
-    recipe = {
-        "task": task,
-        "model": {**TINY_MODEL, **backbone, **(model or {})},
-        "tokenizer": {"vocab_size": 500},
-        "data": {"max_train_samples": 800, "max_eval_samples": 48, "max_source_length": 64, "max_target_length": 24,
-                 "block_size": 96, **({"source_lang": "en", "target_lang": "fr"} if task == "translation" else {}),
-                 **(data or {})},
-        "generation": {"do_sample": False, "max_new_tokens": 12},
-        "training": {"output_dir": str(tmp_path / "run"), "max_steps": 120, "per_device_train_batch_size": 16,
-                     "per_device_eval_batch_size": 48, "learning_rate": 5e-3, "logging_steps": 20,
-                     "save_strategy": "no", "disable_tqdm": True, "use_cpu": True, "seed": 0, **training},
-    }
-    path = tmp_path / f"{task}.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return str(path)
 
 
-def results(tmp_path) -> dict:
-    return json.loads((tmp_path / "run" / "all_results.json").read_text())
 
 
 # --------------------------------------------------------------------------------------------------

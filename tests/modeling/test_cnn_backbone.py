@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from test_invariants import make_lm, make_seq2seq, random_ids
+from helpers import make_lm, make_seq2seq, random_ids
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 import hf_llm

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 from cases import LM_CASES, SEQ2SEQ_CASES
-from test_invariants import make_lm, make_seq2seq, random_ids
+from helpers import make_lm, make_seq2seq, random_ids
 
 REMOTE_SCRIPT = r"""
 import json, sys
