@@ -242,17 +242,25 @@ def main_train(args) -> dict:
     # source of another row (rolled by one in the batch). Equal losses: the decoder is an LM of the targets.
     collator = DataCollatorForSeq2Seq(tokenizer, model=model)
     test_set = encode(test_rows[:300])
-    losses = {"own": [], "other": []}
-    with torch.no_grad():
-        for i in range(0, len(test_set), 50):
-            rows = [test_set[j] for j in range(i, min(i + 50, len(test_set)))]
-            if len(rows) < 2:
-                continue
-            for kind, sources in (("own", rows), ("other", rows[1:] + rows[:1])):
-                mixed = [{"input_ids": s["input_ids"], "attention_mask": s["attention_mask"], "labels": r["labels"]}
-                         for s, r in zip(sources, rows)]
-                batch = collator(mixed)
-                losses[kind].append(float(model(**batch).loss))
+
+    def source_losses(dataset) -> dict:
+        losses = {"own": [], "other": []}
+        with torch.no_grad():
+            for i in range(0, len(dataset), 50):
+                rows = [dataset[j] for j in range(i, min(i + 50, len(dataset)))]
+                if len(rows) < 2:
+                    continue
+                for kind, sources in (("own", rows), ("other", rows[1:] + rows[:1])):
+                    mixed = [{"input_ids": s["input_ids"], "attention_mask": s["attention_mask"], "labels": r["labels"]}
+                             for s, r in zip(sources, rows)]
+                    batch = collator(mixed)
+                    losses[kind].append(float(model(**batch).loss))
+        return losses
+
+    losses = source_losses(test_set)
+    # The same on 300 training rows: a gap there but none on test means the source is used to memorise
+    # training pairs, not ignored.
+    train_losses = source_losses(train_set.select(range(min(300, len(train_set)))))
     # Weight norms of the paths that carry the source (cross-attention) and of the decoder's own self-attention.
     weight_norms = {n: round(float(p.norm()), 4) for n, p in model.named_parameters()
                     if "cross_attn" in n or "encoder_attn" in n or ("decoder" in n and "self_attn.o_proj" in n)}
@@ -278,6 +286,7 @@ def main_train(args) -> dict:
                  "cross_attn_output_norm": [round(x, 3) for x in sizes], "residual_norm": [round(x, 3) for x in residual]}
         print("probe", probe, flush=True)
     source_use = {f"loss_{k}_source": round(sum(v) / max(1, len(v)), 4) for k, v in losses.items()}
+    source_use.update({f"train_loss_{k}_source": round(sum(v) / max(1, len(v)), 4) for k, v in train_losses.items()})
     metrics = (translation_metrics if args.task == "translation" else summarization_metrics)(predictions, references)
     metrics = {k: v for k, v in metrics.items() if not k.endswith("signature")}
     distinct = len(set(predictions)) / max(1, len(predictions))
@@ -289,7 +298,10 @@ def main_train(args) -> dict:
         "log": log, "samples": [(r[src_key][:120], p, r[tgt_key]) for r, p in zip(test_rows[:6], predictions[:6])],
         "label": args.label,
     }
-    print(json.dumps({k: result[k] for k in ("model", "config", "metrics", "distinct_outputs", "loss_own_source", "loss_other_source", "train_seconds")}))
+    if args.save_model:
+        model.save_pretrained(args.save_model)
+        tokenizer.save_pretrained(args.save_model)
+    print(json.dumps({k: result[k] for k in ("model", "config", "metrics", "distinct_outputs", "loss_own_source", "loss_other_source", "train_loss_own_source", "train_loss_other_source", "train_seconds")}))
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
@@ -325,6 +337,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--label", default="")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--save-model", default=None, help="save the trained model and tokenizer to this folder")
     args = parser.parse_args()
     if args.command == "data":
         write(build_translation(), "mt")

@@ -50,7 +50,11 @@ class HfLlmConfig(PretrainedConfig):
             positions and the recurrent family have no length limit.
         dropout: dropout on embeddings, residual branches and feed-forward blocks.
         attention_dropout: dropout on attention probabilities.
-        initializer_range: standard deviation of the normal initialisation.
+        initializer_range: standard deviation of the normal initialisation. Default (None): `hidden_size ** -0.5`
+            for a Transformer encoder-decoder (as fairseq's Transformer initialises its embeddings), else 0.02. 0.02 (BERT/GPT-2's value, tuned for widths near 1000)
+            is ~4x too small at width 128: there the Transformer encoder-decoder (and HF's Marian) ignored its
+            source on the small summarization set (one summary for every input); with 1/sqrt(width) it uses it
+            (benchmarks/results/real/README.md, issue 19). A saved config records the number it resolved to.
         norm_eps: epsilon of the layer norms.
         rope_theta: base of the rotary position embedding.
         backbone: default family, one of "transformer", "rnn", "cnn".
@@ -104,7 +108,7 @@ class HfLlmConfig(PretrainedConfig):
         max_position_embeddings: int = 2048,
         dropout: float = 0.1,
         attention_dropout: float = 0.0,
-        initializer_range: float = 0.02,
+        initializer_range: float | None = None,
         norm_eps: float = 1e-5,
         rope_theta: float = 10000.0,
         backbone: str = "transformer",
@@ -169,6 +173,10 @@ class HfLlmConfig(PretrainedConfig):
         self.cnn_weight_norm = cnn_weight_norm
         self.cnn_attention_scaling = cnn_attention_scaling
         super().__init__(is_encoder_decoder=is_encoder_decoder, **kwargs)
+        if self.initializer_range is None:  # needs is_encoder_decoder, which PretrainedConfig sets
+            transformer_pair = self.is_encoder_decoder and all(b == "transformer" for b in self.used_backbones())
+            width = hidden_size if isinstance(hidden_size, int) and hidden_size > 0 else 1
+            self.initializer_range = width**-0.5 if transformer_pair else 0.02
         self.auto_map = {**AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
         self.check_fields()
 

@@ -98,3 +98,18 @@ def test_what_callers_outside_the_models_ask_the_config():
     assert seq2seq.is_encoder_decoder and seq2seq.used_backbones() == ["cnn", "cnn"]
     assert seq2seq.cnn_spec("encoder") == seq2seq.cnn_spec("decoder") == lm.cnn_spec("decoder")
     assert "convolutional" in lm.describe() and "blocks [(32, 3), (48, 2)]" in lm.describe_side("decoder")
+
+
+def test_initializer_range_default_scales_with_width_for_transformer_encoder_decoders_only():
+    # issue 19: 0.02 at width 128 made the Transformer encoder-decoder ignore its source on small data
+    from hf_llm.modeling.configuration_hf_llm import HfLlmConfig
+
+    pair = dict(is_encoder_decoder=True, decoder_start_token_id=1)
+    assert HfLlmConfig(hidden_size=128, **pair).initializer_range == 128**-0.5
+    assert HfLlmConfig(hidden_size=128).initializer_range == 0.02  # a decoder-only LM keeps GPT-2's value
+    assert HfLlmConfig(hidden_size=128, backbone="rnn", **pair).initializer_range == 0.02
+    mixed = HfLlmConfig(hidden_size=128, is_encoder_decoder=True, decoder_start_token_id=1, encoder_backbone="rnn")
+    assert mixed.initializer_range == 0.02
+    assert HfLlmConfig(hidden_size=128, initializer_range=0.2, **pair).initializer_range == 0.2
+    saved = HfLlmConfig(hidden_size=128, **pair)
+    assert HfLlmConfig.from_dict(saved.to_dict()).initializer_range == saved.initializer_range
