@@ -1,6 +1,6 @@
 """Model cards filled from a run with `huggingface_hub`'s `ModelCard` / `ModelCardData`.
 
-The template is `model_cards/hf_llm.md` (YAML metadata + markdown). The metadata carries
+The template is `model_cards/hf_llm.md` (shipped in the package: hf_llm.resources) (YAML metadata + markdown). The metadata carries
 `library_name`, `pipeline_tag`, tags (hf_llm, the families, the task), datasets, metrics and a
 `model-index` with the measured evaluation results; the text carries a usage snippet with
 `trust_remote_code=True`, the architecture, the recipe, training hyperparameters and compute, results
@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import platform
 
 import torch
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .resources import card_template
 from .tasks import get_task, task_of_model
 
-TEMPLATE = pathlib.Path(__file__).resolve().parent.parent / "model_cards" / "hf_llm.md"
 
 def read_json(path: str) -> dict:
     return json.load(open(path)) if os.path.isfile(path) else {}
@@ -113,7 +112,7 @@ def build_card(model_dir: str, repo_id: str | None = None, model=None) -> ModelC
     summary = (f"An hf_llm {config.describe()}, trained for {task.display_name.lower()} on {long_data}. "
                "hf_llm makes recurrent, convolutional and Transformer models first-class Hugging Face citizens.")
     return ModelCard.from_template(
-        card_data, template_path=str(TEMPLATE), model_name=repo_id, summary=summary,
+        card_data, template_str=card_template(), model_name=repo_id, summary=summary,
         usage=task.usage_snippet(config, repo_id), architecture=architecture_rows(config, parameters),
         task=task.display_name, data_description=long_data, data_short=short_data, compute=compute,
         hyperparameters=hyperparameters, recipe_yaml=yaml.safe_dump(recipe, sort_keys=False) if recipe else "# not recorded\n",

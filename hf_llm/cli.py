@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 
 RECIPE_HELP = """\
@@ -167,11 +168,11 @@ def command_compare(args) -> int:
 def command_recipes(args) -> int:
     import yaml
 
-    from .recipes import RECIPES_DIR
+    from .resources import bundled_recipes
 
-    for path in sorted(RECIPES_DIR.glob("*.yaml")):
-        description = (yaml.safe_load(path.read_text()) or {}).get("description", "")
-        print(f"{path.stem:<28} {description}")
+    for name, file in bundled_recipes().items():
+        description = (yaml.safe_load(file.read_text(encoding="utf-8")) or {}).get("description", "")
+        print(f"{name:<28} {description}")
     return 0
 
 
@@ -276,10 +277,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+OVERRIDE = re.compile(r"^[A-Za-z_]\w*\.[\w.]+=")
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """argparse, with `section.key=value` overrides allowed anywhere on the line, also after options
+    (`hf-llm compare quickstart --budget steps=40 data.train_file=x.txt`): argparse gives the overrides after an
+    option back as extras, and they join the others in order."""
+    args, extras = parser.parse_known_args(argv)
+    if extras and hasattr(args, "overrides") and all(OVERRIDE.match(extra) for extra in extras):
+        args.overrides = [*(args.overrides or []), *extras]
+    elif extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     from .recipes import RecipeError
 

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import os
+import pathlib
 import time
 
 import torch
@@ -22,7 +23,7 @@ import yaml
 from .data import load_raw
 from .inference import load_model_and_tokenizer, prompt_inputs
 from .modeling.configuration_hf_llm import BACKBONES
-from .recipes import Recipe, RecipeError, build_config, load_recipe, resolve_recipe_path
+from .recipes import Recipe, RecipeError, build_config, load_recipe, load_yaml, resolve_recipe_path
 from .tasks import get_task
 from .tokenizer import tokenizer_for
 from .train import run
@@ -76,7 +77,10 @@ def candidate_overlays(recipe: Recipe, backbones: str | None, configs: str | Non
         for path in configs.split(","):
             if not os.path.isfile(path):
                 raise RecipeError(f"--configs: file not found: {path}")
-            overlay = yaml.safe_load(open(path)) or {}
+            try:
+                overlay = load_yaml(pathlib.Path(path).read_text(encoding="utf-8")) or {}
+            except yaml.YAMLError as error:
+                raise RecipeError(f"--configs: {path} is not valid YAML: {error}") from None
             if not isinstance(overlay, dict):
                 raise RecipeError(f"--configs: {path} must be a mapping of recipe sections.")
             overlays[os.path.splitext(os.path.basename(path))[0]] = overlay
@@ -165,17 +169,17 @@ def run_compare(recipe_name: str, overrides: list[str], backbones: str | None, c
     if os.path.isdir(report_dir) and os.listdir(report_dir):
         raise RecipeError(f"--output {report_dir} already holds files; choose another folder.")
     overlays = candidate_overlays(base, backbones, configs)
-    path = str(resolve_recipe_path(recipe_name))
+    text = resolve_recipe_path(recipe_name).read_text(encoding="utf-8")
     recipes: dict[str, Recipe] = {}
     for name, overlay in overlays.items():
-        raw = yaml.safe_load(open(path))
+        raw = load_yaml(text)
         for section, values in overlay.items():
             if isinstance(values, dict):
                 raw.setdefault(section, {}).update(values)
             else:
                 raw[section] = values
         candidate = load_recipe(None, overrides, raw=raw)
-        candidate.path = path
+        candidate.path = base.path
         candidate.training["output_dir"] = os.path.join(report_dir, "runs", name)
         recipes[name] = apply_budget(candidate, budget)
 

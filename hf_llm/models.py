@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, GenerationConfig
 
 from .modeling.configuration_hf_llm import HfLlmConfig
@@ -26,6 +27,22 @@ from .tokenizer import special_token_ids
 logger = logging.getLogger("hf_llm")
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def loading_options(recipe: Recipe) -> dict:
+    """`model.attn_implementation` and `model.dtype` as the keyword arguments of transformers' `from_config` /
+    `from_pretrained`."""
+    options: dict = {}
+    if recipe.model.attn_implementation is not None:
+        options["attn_implementation"] = recipe.model.attn_implementation
+    if recipe.model.dtype is not None:
+        if recipe.model.dtype not in DTYPES:
+            raise RecipeError(f"model.dtype must be one of {list(DTYPES)}, got {recipe.model.dtype!r}.")
+        options["dtype"] = getattr(torch, recipe.model.dtype)
+    return options
+
+
 def build_model(recipe: Recipe, tokenizer, auto_class=AutoModelForCausalLM, is_encoder_decoder: bool | None = None,
                 **config_fields):
     """A fresh model of the recipe's architecture sized to the tokenizer, or `model.name_or_path`;
@@ -33,8 +50,9 @@ def build_model(recipe: Recipe, tokenizer, auto_class=AutoModelForCausalLM, is_e
     special = special_token_ids(tokenizer)
     if recipe.model.name_or_path is not None:
         try:
-            model = auto_class.from_pretrained(recipe.model.name_or_path, use_safetensors=True, **config_fields)
-        except (OSError, ValueError) as error:
+            model = auto_class.from_pretrained(recipe.model.name_or_path, use_safetensors=True, **config_fields,
+                                               **loading_options(recipe))
+        except (OSError, ValueError, ImportError) as error:
             raise RecipeError(f"model.name_or_path: cannot load {recipe.model.name_or_path}: {error}") from None
         if model.config.vocab_size < len(tokenizer):
             raise RecipeError(
@@ -47,8 +65,8 @@ def build_model(recipe: Recipe, tokenizer, auto_class=AutoModelForCausalLM, is_e
         for key, value in config_fields.items():
             setattr(config, key, value)
         config.check_fields()
-        return auto_class.from_config(config)
-    except ValueError as error:
+        return auto_class.from_config(config, **loading_options(recipe))
+    except (ValueError, ImportError) as error:  # ImportError: an attn_implementation whose kernel is missing
         raise RecipeError(f"model: {error}") from None
 
 
@@ -90,7 +108,10 @@ def warm_start(recipe: Recipe, lm_path: str, tokenizer) -> tuple[HfLlmForSeq2Seq
         config = HfLlmConfig(**fields)
     except ValueError as error:
         raise RecipeError(f"model: {error}") from None
-    model = HfLlmForSeq2SeqLM(config)
+    try:
+        model = AutoModelForSeq2SeqLM.from_config(config, **loading_options(recipe))
+    except (ValueError, ImportError) as error:
+        raise RecipeError(f"model: {error}") from None
 
     source = lm.model.decoder.state_dict()
     sides = ["encoder", "decoder"] if recipe.model.warm_start == "both" else [recipe.model.warm_start]

@@ -1,22 +1,61 @@
-"""A run's output folder: checked before anything is written, the final model moved in whole, the loss curve,
-and which checkpoint the run kept.
+"""A run's output folder: checked before anything is written, checkpoints whose save was interrupted found and
+removed, the final model moved in whole, the loss curve, and which checkpoint the run kept.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pathlib
+import re
 import shutil
 import tempfile
 from typing import Any
 
 from transformers import Trainer
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .recipe_schema import Recipe, RecipeError, dump_recipe
 
 logger = logging.getLogger("hf_llm")
+
+
+def checkpoint_folders(run_dir: str | os.PathLike) -> list[str]:
+    """The `checkpoint-N` folders of a run, by step."""
+    if not os.path.isdir(run_dir):
+        return []
+    found = [(int(m.group(1)), name) for name in os.listdir(run_dir)
+             if (m := re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)", name)) and os.path.isdir(os.path.join(run_dir, name))]
+    return [os.path.join(run_dir, name) for _, name in sorted(found)]
+
+
+def is_complete_checkpoint(folder: str) -> bool:
+    """The Trainer writes a checkpoint's `trainer_state.json` last (after the model, optimizer, scheduler and RNG
+    states), so a checkpoint whose save was interrupted — a crash, a full disk, SIGKILL — has none, or half of one."""
+    try:
+        with open(os.path.join(folder, TRAINER_STATE_NAME)) as f:
+            json.load(f)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def last_complete_checkpoint(run_dir: str | os.PathLike) -> str | None:
+    complete = [folder for folder in checkpoint_folders(run_dir) if is_complete_checkpoint(folder)]
+    return complete[-1] if complete else None
+
+
+def remove_incomplete_checkpoints(run_dir: str | os.PathLike) -> list[str]:
+    """Delete the checkpoint folders whose save did not finish (they would be taken for the last checkpoint, and
+    count against `save_total_limit`); return them. The main process only."""
+    removed = [folder for folder in checkpoint_folders(run_dir) if not is_complete_checkpoint(folder)]
+    if is_main_process():
+        for folder in removed:
+            logger.warning("Removing %s: its save was interrupted (no complete %s).", folder, TRAINER_STATE_NAME)
+            shutil.rmtree(folder, ignore_errors=True)
+    return removed
 
 
 def prepare_output_dir(training: dict, overwrite: bool) -> str | None:
@@ -25,12 +64,20 @@ def prepare_output_dir(training: dict, overwrite: bool) -> str | None:
     resume = training.get("resume_from_checkpoint")
     if resume:
         if resume is True or resume == "true":
-            last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+            last = last_complete_checkpoint(output_dir)
             if last is None:
-                raise RecipeError(f"training.resume_from_checkpoint=true but {output_dir} holds no checkpoint-* folder.")
+                found = "holds no checkpoint-* folder" if not checkpoint_folders(output_dir) else \
+                    "holds no complete checkpoint (every save was interrupted)"
+                raise RecipeError(f"training.resume_from_checkpoint=true but {output_dir} {found}.")
+            remove_incomplete_checkpoints(output_dir)
             return last
         if not os.path.isdir(resume):
             raise RecipeError(f"training.resume_from_checkpoint: checkpoint folder not found: {resume}")
+        if not is_complete_checkpoint(resume):
+            last = last_complete_checkpoint(os.path.dirname(os.path.abspath(resume)))
+            raise RecipeError(f"training.resume_from_checkpoint: {resume} is incomplete (no readable "
+                              f"{TRAINER_STATE_NAME}: its save was interrupted)"
+                              + (f"; the last complete checkpoint is {last}." if last else "."))
         return resume
     # Under torchrun / accelerate every rank runs this; only the main one judges the folder (the others could
     # otherwise see what the main rank has started writing).

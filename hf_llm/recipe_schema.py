@@ -12,6 +12,7 @@ import enum
 import inspect
 import os
 import pathlib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ class ModelArgs:
     decoder_backbone: str | None = None
     # A seq2seq task started from a causal-LM checkpoint (name_or_path): which sides take its weights.
     warm_start: str = "both"  # both | encoder | decoder
+    attn_implementation: str | None = None  # transformers' switch: sdpa (the default) | eager
+    dtype: str | None = None  # the weights' dtype: float32 (default) | bfloat16 | float16 (mixed precision: training.bf16)
     config: dict[str, Any] = field(default_factory=dict)  # the HfLlmConfig fields given in the section
 
 
@@ -134,7 +137,12 @@ TRAINING_DEFAULTS = dict(report_to="none", logging_steps=10, save_total_limit=2,
 # A budget given on the command line replaces the recipe's: `training.num_train_epochs=3` on a recipe with
 # `max_steps: 800` means three epochs (for TrainingArguments, max_steps would win).
 BUDGET_KEYS = ("max_steps", "num_train_epochs")
-TOKENIZER_FIELDS = {"vocab_size", "pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"}
+TOKENIZER_DERIVED = {  # HfLlmConfig fields a recipe does not set: the tokenizer decides them
+    "vocab_size": "its length; set tokenizer.vocab_size, or a tokenizer.name_or_path",
+    "pad_token_id": "its pad token", "bos_token_id": "its bos token", "eos_token_id": "its eos token",
+    "decoder_start_token_id": "the bos token of an encoder-decoder",
+}
+TOKENIZER_FIELDS = set(TOKENIZER_DERIVED)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -219,6 +227,9 @@ def check_section(section: str, values: Any, allowed: dict[str, Any]) -> None:
     if not isinstance(values, dict):
         raise RecipeError(f"Section '{section}' must be a mapping of keys to values, not {type(values).__name__}.")
     for key, value in values.items():
+        if key not in allowed and section == "model" and key in TOKENIZER_FIELDS:
+            raise RecipeError(f"'model.{key}' is not set by a recipe: the model takes it from the tokenizer "
+                              f"({TOKENIZER_DERIVED[key]}).")
         if key not in allowed:
             close = [k for k in allowed if k.startswith(str(key)[:4])][:5]
             hint = f" Did you mean one of {close}?" if close else ""
@@ -230,17 +241,44 @@ def check_section(section: str, values: Any, allowed: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+class RecipeLoader(yaml.SafeLoader):
+    """YAML with YAML 1.2's booleans: only true / false (any case) are booleans; `no`, `off`, `yes`, `on` stay
+    strings, so transformers' own values (`eval_strategy: no`, `save_strategy: no`) mean what they say."""
+
+
+RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                   list("tTfF"))
+
+
+def load_yaml(text: str) -> Any:
+    """A recipe's (or an override's) YAML, with YAML 1.2 booleans (RecipeLoader)."""
+    return yaml.load(text, Loader=RecipeLoader)
+
+
 def parse_override(text: str) -> tuple[str, str, Any]:
-    """'section.key=value' -> (section, key, YAML-parsed value)."""
+    """'section.key=value' -> (section, key, YAML-parsed value); `typed_value` then gives the value the type
+    its field declares."""
     if "=" not in text or "." not in text.split("=", 1)[0]:
         raise RecipeError(f"Override {text!r} must look like section.key=value, e.g. training.max_steps=100.")
     dotted, raw = text.split("=", 1)
     section, key = dotted.split(".", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return section.strip(), key.strip(), value
+
+
+def typed_value(value: Any, text: str, annotation: Any) -> Any:
+    """An override's value as its field declares it: YAML reads `run_name=2024` as a number and
+    `hub_model_id=null` as None; a field that takes text (and not what YAML made of it) gets the text itself."""
+    if annotation is None or matches(value, annotation) or not matches(text, annotation):
+        return value
+    return text
 
 
 def build_config(recipe: Recipe, vocab_size: int, special: dict[str, int] | None = None,

@@ -22,6 +22,7 @@ import os
 import pathlib
 import re
 import typing
+from importlib.resources.abc import Traversable
 
 import yaml
 
@@ -41,25 +42,27 @@ from .recipe_schema import (  # noqa: F401  (re-exported: the recipe format's na
     config_field_types,
     dump_recipe,
     generation_fields,
+    load_yaml,
     parse_override,
     training_arguments_fields,
     training_field_types,
+    typed_value,
 )
+from .models import DTYPES
+from .resources import bundled_recipes
 from .tasks import DEFAULT_TASK, get_task
 
-RECIPES_DIR = pathlib.Path(__file__).resolve().parent.parent / "recipes"
-
-
-def resolve_recipe_path(name_or_path: str) -> pathlib.Path:
-    """A recipe file, or the name of a bundled recipe (`quickstart` -> recipes/quickstart.yaml)."""
+def resolve_recipe_path(name_or_path: str) -> pathlib.Path | Traversable:
+    """A recipe file, or the name of a bundled recipe (`quickstart` -> recipes/quickstart.yaml, shipped inside the
+    package: hf_llm.resources)."""
     path = pathlib.Path(name_or_path)
     if path.is_file():
         return path
-    bundled = RECIPES_DIR / (name_or_path if name_or_path.endswith((".yaml", ".yml")) else f"{name_or_path}.yaml")
-    if bundled.is_file():
-        return bundled
-    available = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))) if RECIPES_DIR.is_dir() else "none"
-    raise RecipeError(f"Recipe file not found: {name_or_path} (bundled recipes: {available}).")
+    bundled = bundled_recipes()
+    name = name_or_path[: -len(path.suffix)] if path.suffix in (".yaml", ".yml") else name_or_path
+    if name in bundled:
+        return bundled[name]
+    raise RecipeError(f"Recipe file not found: {name_or_path} (bundled recipes: {', '.join(bundled) or 'none'}).")
 
 
 def load_recipe(name_or_path: str | None, overrides: list[str] | None = None, raw: dict | None = None) -> Recipe:
@@ -68,14 +71,16 @@ def load_recipe(name_or_path: str | None, overrides: list[str] | None = None, ra
     if raw is None:
         path = resolve_recipe_path(name_or_path)
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = load_yaml(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as error:
             raise RecipeError(f"{path} is not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"{path or 'The recipe'} must be a YAML mapping with sections {list(TOP_LEVEL)}.")
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    texts: dict[tuple[str, str], str] = {}  # (section, key) -> the override's text, for typed_value
     for override in overrides or []:
         section, key, value = parse_override(override)
+        texts[(section, key)] = override.split("=", 1)[1]
         if section not in TOP_LEVEL or section in ("description", "task"):
             raise RecipeError(f"Unknown section '{section}' in override {override!r}; sections are "
                               f"{[s for s in TOP_LEVEL if s not in ('description', 'task')]}.")
@@ -92,6 +97,10 @@ def load_recipe(name_or_path: str | None, overrides: list[str] | None = None, ra
         raise RecipeError(f"Unknown section '{unknown[0]}'; a recipe has the sections {list(TOP_LEVEL)}.")
     task = get_task(raw.get("task", DEFAULT_TASK))
 
+    def typed(section: str, values: dict, allowed: dict) -> dict:
+        return {k: typed_value(v, texts[(section, k)], allowed.get(k)) if (section, k) in texts else v
+                for k, v in values.items()} if isinstance(values, dict) else values
+
     sections = {}
     for name, cls in SECTIONS.items():
         values = raw.get(name) or {}
@@ -99,16 +108,19 @@ def load_recipe(name_or_path: str | None, overrides: list[str] | None = None, ra
         if name == "model":
             config_types = config_field_types()
             allowed = {**{k: v for k, v in hints.items() if k != "config"}, **config_types}
+            values = typed(name, values, allowed)
             check_section(name, values, allowed)
             own = {k: v for k, v in values.items() if k in hints and k != "config"}
             sections[name] = ModelArgs(**own, config={k: v for k, v in values.items() if k in config_types and k not in hints})
         else:
+            values = typed(name, values, hints)
             check_section(name, values, hints)
             sections[name] = cls(**values)
-    training = dict(raw.get("training") or {})
-    check_section("training", training, training_field_types(task.arguments_class))
+    training_types = training_field_types(task.arguments_class)
+    training = typed("training", dict(raw.get("training") or {}), training_types)
+    check_section("training", training, training_types)
     if not training.get("output_dir"):
-        training["output_dir"] = str(pathlib.Path("runs") / (path.stem if path else "run"))
+        training["output_dir"] = str(pathlib.Path("runs") / (pathlib.Path(path.name).stem if path else "run"))
 
     recipe = Recipe(
         path=str(path) if path else None,
@@ -152,6 +164,8 @@ def validate_inputs(recipe: Recipe) -> None:
         raise RecipeError(f"data.validation_split_percentage must be in (0, 100), got {data.validation_split_percentage}.")
     if tokenizer.vocab_size < 300 and tokenizer.name_or_path is None:
         raise RecipeError(f"tokenizer.vocab_size must be at least 300 for a byte-level BPE, got {tokenizer.vocab_size}.")
+    if model.dtype is not None and model.dtype not in DTYPES:
+        raise RecipeError(f"model.dtype must be one of {list(DTYPES)}, got {model.dtype!r}.")
     if model.warm_start not in ("both", "encoder", "decoder"):
         raise RecipeError(f"model.warm_start must be 'both', 'encoder' or 'decoder', got {model.warm_start!r}.")
     if model.preset is not None:
@@ -183,6 +197,20 @@ def validate_inputs(recipe: Recipe) -> None:
     except (ValueError, TypeError) as error:
         raise RecipeError(f"training: {error}") from None
     validate_training_keys(recipe, arguments)
+    check_reporting(arguments.report_to)
+
+
+def check_reporting(report_to: list[str] | None) -> None:
+    """Each integration `training.report_to` names is installed (transformers would fail later, when the Trainer
+    is built, with a message about PyTorch versions)."""
+    import transformers.integrations as integrations
+
+    for name in report_to or []:
+        available = getattr(integrations, f"is_{name}_available", None)
+        if available is not None and not available():
+            extra = " (pip install 'hf_llm[tensorboard]')" if name == "tensorboard" else ""
+            raise RecipeError(f"training.report_to={name} needs the {name} package: pip install {name}{extra}, "
+                              "or choose another training.report_to (none, to log to the console only).")
 
 
 def validate_training_keys(recipe: Recipe, arguments) -> None:

@@ -28,7 +28,7 @@ from .cards import write_card
 from .data import load_raw
 from .inference import load_model_and_tokenizer
 from .models import fitted_lengths
-from .outputs import best_checkpoint_summary, prepare_output_dir, save_final, save_loss_curve
+from .outputs import best_checkpoint_summary, prepare_output_dir, remove_incomplete_checkpoints, save_final, save_loss_curve
 from .recipe_schema import Recipe, dump_recipe
 from .tasks import Task, get_task
 from .tokenizer import tokenizer_for
@@ -97,7 +97,14 @@ def run(recipe: Recipe, overwrite: bool = False) -> dict[str, Any]:
             with open(os.path.join(output_dir, "warm_start.json"), "w") as f:
                 json.dump(warm_report, f, indent=2)
 
-    train_result = trainer.train(resume_from_checkpoint=resume)
+    try:
+        train_result = trainer.train(resume_from_checkpoint=resume)
+    except BaseException:
+        # A save that failed half-way leaves a checkpoint without its trainer_state.json; remove it, so the last
+        # checkpoint in the folder is a complete one (the one to resume from).
+        if trainer.args.should_save:
+            remove_incomplete_checkpoints(output_dir)
+        raise
     metrics = task.final_evaluation(trainer)
     metrics.update(initial_metrics(trainer, task.reports_perplexity))
     if task.reports_perplexity:

@@ -1,22 +1,22 @@
-"""transformers' Trainer and Seq2SeqTrainer with what hf_llm's runs add (safe checkpoints, a stop on a
-non-finite loss, a wall-time budget, early stopping, hf_llm's model card), and the TrainingArguments of a recipe.
+"""transformers' Trainer and Seq2SeqTrainer with what hf_llm's runs add (a stop on a non-finite loss, a
+wall-time budget, early stopping, hf_llm's model card), and the TrainingArguments of a recipe.
 
 A building block: it knows recipes, not tasks; the task gives its TrainingArguments class and defaults.
+Only public Trainer methods are overridden (`training_step`, `create_model_card`); what a checkpoint interrupted
+mid-save leaves is dealt with by the run driver (hf_llm.outputs: a checkpoint is complete once the Trainer has
+written its `trainer_state.json`, the last file of every save).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import time
 from collections.abc import Callable
 
 import torch
 from transformers import EarlyStoppingCallback, Seq2SeqTrainer, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_utils import get_last_checkpoint, rotate_checkpoints
 
+from .outputs import last_complete_checkpoint
 from .recipe_schema import TRAINING_DEFAULTS, Recipe, RecipeError, training_arguments_fields
 
 logger = logging.getLogger("hf_llm")
@@ -56,8 +56,6 @@ class TimeBudget(TrainerCallback):
 class HfLlmTrainerMixin:
     """What hf_llm adds to transformers' Trainer:
 
-    - checkpoints are written to a staging folder and renamed into place, so a crash during a save
-      leaves the previous `checkpoint-*` as the last one, loadable;
     - a non-finite training loss stops the run with a clear message (the checkpoints already written are
       the last good ones), or, with `on_nonfinite_loss="skip"`, the step is skipped (its gradients dropped);
       under DDP every process takes the same decision;
@@ -99,49 +97,13 @@ class HfLlmTrainerMixin:
             logger.warning("Non-finite loss (%s) at step %d: step skipped (%d so far).", value, step,
                            self.skipped_steps)
             return torch.zeros_like(loss)
-        last = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
+        last = last_complete_checkpoint(self.args.output_dir)
         raise TrainingStopped(
             f"Non-finite training loss ({value}) at step {step}: training stopped, nothing more is written. "
             + (f"The last good checkpoint is {last}. " if last else "No checkpoint had been written yet. ")
             + "Lower training.learning_rate or set training.max_grad_norm, check the data, or set "
             "training.on_nonfinite_loss=skip to skip such steps."
         )
-
-    def _get_output_dir(self, trial):
-        return self._checkpoint_staging or super()._get_output_dir(trial)
-
-    def _save_checkpoint(self, model, trial) -> None:
-        run_dir = super()._get_output_dir(trial)
-        staging = os.path.join(run_dir, ".checkpoint-staging")
-        name = f"checkpoint-{self.state.global_step}"
-        if self.args.should_save:
-            shutil.rmtree(staging, ignore_errors=True)
-            os.makedirs(staging)
-        self.accelerator.wait_for_everyone()
-        self._checkpoint_staging = staging
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._checkpoint_staging = None
-        self.accelerator.wait_for_everyone()  # every rank has written its RNG state
-        # A new best checkpoint is recorded under the staging folder; it lives at its final name from now on
-        # (every rank: each loads the best model at the end).
-        best = self.state.best_model_checkpoint
-        if best is not None and best.startswith(staging):
-            self.state.best_model_checkpoint = best.replace(staging, run_dir, 1)
-        if self.args.should_save:
-            state_file = os.path.join(staging, name, TRAINER_STATE_NAME)
-            if best != self.state.best_model_checkpoint and os.path.isfile(state_file):
-                # ... and so in the staged trainer_state.json, or a run resumed from it would lose its best.
-                self.state.save_to_json(state_file)
-            final = os.path.join(run_dir, name)
-            if os.path.isdir(final):
-                shutil.rmtree(final)
-            os.replace(os.path.join(staging, name), final)  # atomic on one filesystem
-            shutil.rmtree(staging, ignore_errors=True)
-            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
-                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
-        self.accelerator.wait_for_everyone()
 
     def create_model_card(self, *args, **kwargs) -> None:
         """`Trainer.push_to_hub` calls this before uploading: hf_llm's card (`model_card(output_dir, repo_id, model)`,

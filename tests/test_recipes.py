@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import pathlib
 import subprocess
 import sys
 
 import pytest
 import yaml
 
-from hf_llm.recipes import RECIPES_DIR, RecipeError, load_recipe
+from transformers.integrations import is_tensorboard_available
 
-BUNDLED = sorted(RECIPES_DIR.glob("*.yaml"))
+from hf_llm.cli import build_parser, parse_arguments
+from hf_llm.recipes import RecipeError, load_recipe
+from hf_llm.resources import bundled_recipes
+
+TENSORBOARD = is_tensorboard_available()
+BUNDLED = sorted(pathlib.Path(__file__).resolve().parent.parent.joinpath("recipes").glob("*.yaml"))
 
 
 def test_there_are_bundled_recipes():
     assert {p.stem for p in BUNDLED} >= {"quickstart", "pretrain_small"}
+
+
+def test_the_installed_package_reads_every_recipe_of_the_repository():
+    """recipes/ at the top of the repository is what the package ships (hf_llm.recipe_files)."""
+    shipped = bundled_recipes()
+    assert sorted(shipped) == [p.stem for p in BUNDLED]
+    assert all(shipped[p.stem].read_text() == p.read_text() for p in BUNDLED)
 
 
 @pytest.mark.parametrize("path", BUNDLED, ids=lambda p: p.stem)
@@ -63,6 +76,11 @@ def test_the_required_keys_exist_and_overrides_use_them():
          r"average_last_checkpoints needs checkpoints"),
         (["data.streaming=true", "training.num_train_epochs=1"], r"data.streaming=true .* give training.max_steps"),
         (["training.save_steps=300"], r"saving steps to be a round multiple of the evaluation steps"),
+        (["model.vocab_size=500"], r"'model.vocab_size' is not set by a recipe: .* set tokenizer.vocab_size"),
+        (["model.dtype=float64"], r"model.dtype must be one of \['float32', 'bfloat16', 'float16'\]"),
+        pytest.param(["training.report_to=tensorboard"], r"training.report_to=tensorboard needs the tensorboard "
+                     r"package: pip install tensorboard \(pip install 'hf_llm\[tensorboard\]'\)",
+                     marks=pytest.mark.skipif(TENSORBOARD, reason="tensorboard is installed")),
     ],
 )
 def test_bad_recipes_fail_with_a_message_naming_the_problem(overrides, message):
@@ -81,6 +99,39 @@ def test_keeping_the_best_aligns_evaluation_with_saving_and_a_command_line_budge
     recipe = load_recipe("translation_tiny", ["training.num_train_epochs=3"])
     assert recipe.training["num_train_epochs"] == 3 and "max_steps" not in recipe.training
     assert load_recipe("translation_tiny", ["training.max_steps=9"]).training["max_steps"] == 9
+
+
+def test_values_keep_the_type_their_field_declares(tmp_path):
+    """HF's own `no` (YAML 1.1 would read False), a number where text is wanted, in overrides and in files."""
+    recipe = load_recipe("quickstart", ["training.eval_strategy=no", "training.save_strategy=no",
+                                        "training.load_best_model_at_end=false", "training.run_name=2024"])
+    assert (recipe.training["eval_strategy"], recipe.training["save_strategy"]) == ("no", "no")
+    assert recipe.training["run_name"] == "2024"
+    path = tmp_path / "r.yaml"
+    path.write_text("training:\n  eval_strategy: no\n  save_strategy: no\n  load_best_model_at_end: false\n"
+                    "  max_steps: 5\n  output_dir: out\ndata:\n  packing: yes\n")
+    with pytest.raises(RecipeError, match=r"'data.packing' must be bool, got 'yes'"):
+        load_recipe(str(path))  # only true / false are booleans: `yes` is not silently True
+    path.write_text(path.read_text().replace("packing: yes", "packing: true"))
+    recipe = load_recipe(str(path))
+    assert recipe.training["eval_strategy"] == "no" and recipe.data.packing is True
+
+
+@pytest.mark.parametrize("argv", [
+    ["compare", "quickstart", "--budget", "steps=40", "data.block_size=64", "model.backbone=rnn"],
+    ["compare", "quickstart", "data.block_size=64", "--budget", "steps=40", "model.backbone=rnn"],
+    ["compare", "quickstart", "data.block_size=64", "model.backbone=rnn", "--budget", "steps=40"],
+])
+def test_overrides_may_stand_before_or_after_options(argv):
+    args = parse_arguments(build_parser(), argv)
+    assert args.recipe == "quickstart" and args.budget == "steps=40"
+    assert args.overrides == ["data.block_size=64", "model.backbone=rnn"]
+
+
+def test_an_unknown_option_is_still_refused(capsys):
+    with pytest.raises(SystemExit):
+        parse_arguments(build_parser(), ["train", "quickstart", "training.max_steps=3", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
 def test_bad_files_fail_clearly(tmp_path):
@@ -129,3 +180,25 @@ def test_recipes_command_lists_each_bundled_recipe(capsys):
     for path in BUNDLED:
         line = next(line for line in out.splitlines() if line.startswith(path.stem))
         assert len(line.split(None, 1)) == 2, f"{path.stem} has a description"
+
+
+@pytest.mark.parametrize("family", ["transformer", "rnn", "cnn"])
+def test_a_recipe_chooses_the_attention_implementation_and_the_weights_dtype(family, tiny_tokenizer):
+    import torch
+
+    from hf_llm.models import build_model
+
+    size = ["model.hidden_size=32", "model.num_hidden_layers=1", "model.num_attention_heads=2",
+            "model.intermediate_size=64", f"model.backbone={family}"]
+    built = {}
+    for implementation in ("eager", "sdpa"):
+        torch.manual_seed(0)
+        recipe = load_recipe("quickstart", [*size, f"model.attn_implementation={implementation}"])
+        built[implementation] = build_model(recipe, tiny_tokenizer).eval()
+        assert built[implementation].config._attn_implementation == implementation
+    ids = torch.tensor([[5, 9, 11, 7, 20, 6]])
+    torch.testing.assert_close(built["eager"](ids).logits, built["sdpa"](ids).logits, atol=1e-5, rtol=1e-5)
+    model = build_model(load_recipe("quickstart", [*size, "model.dtype=bfloat16"]), tiny_tokenizer)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    with pytest.raises(RecipeError, match=r"model: .*attn_implementation=\"bogus\"|model: .*bogus"):
+        build_model(load_recipe("quickstart", [*size, "model.attn_implementation=bogus"]), tiny_tokenizer)

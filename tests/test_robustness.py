@@ -223,6 +223,36 @@ def test_a_crash_during_a_checkpoint_save_leaves_the_previous_checkpoint(docs, t
     assert (output_dir / "model.safetensors").exists()
 
 
+def test_a_checkpoint_whose_save_was_cut_short_is_never_resumed_from(docs, tmp_path, caplog, capsys):
+    """What SIGKILL during a save leaves: a checkpoint folder without its trainer_state.json (the Trainer writes it
+    last). Resuming takes the last complete checkpoint, removes the cut one, and ends as an uninterrupted run."""
+    steps = {"max_steps": 12, "save_steps": 4, "save_strategy": "steps", "save_total_limit": 5}
+    whole = tmp_path / "whole"
+    assert main(["train", write_recipe(tmp_path / "a.yaml", "cnn", whole, docs, **steps)]) == 0
+    cut = tmp_path / "cut"
+    shutil.copytree(whole, cut)
+    for name in os.listdir(cut):  # as if killed during the save of checkpoint-12
+        if not name.startswith("checkpoint-") and name != "recipe.yaml":
+            os.remove(cut / name) if (cut / name).is_file() else shutil.rmtree(cut / name)
+    (cut / "checkpoint-12" / "trainer_state.json").unlink()
+    (cut / "checkpoint-8" / "trainer_state.json").write_text('{"global_step": 8, "log_hi')  # cut mid-write too
+    assert get_last_checkpoint(str(cut)).endswith("checkpoint-12"), "transformers alone would take the cut one"
+
+    named = write_recipe(tmp_path / "n.yaml", "cnn", cut, docs, **steps, resume_from_checkpoint=str(cut / "checkpoint-12"))
+    assert main(["train", named]) == 2
+    assert re.search(r"checkpoint-12 is incomplete .* the last complete checkpoint is .*checkpoint-4",
+                     capsys.readouterr().err)
+    resume = write_recipe(tmp_path / "r.yaml", "cnn", cut, docs, **steps, resume_from_checkpoint=True)
+    with caplog.at_level("WARNING", logger="hf_llm"):
+        assert main(["train", resume]) == 0
+    assert "checkpoint-12: its save was interrupted" in caplog.text
+    state = json.loads((cut / "checkpoint-12" / "trainer_state.json").read_text())
+    assert state["global_step"] == 12
+    a, b = weights(whole), weights(cut)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=0, rtol=0)
+
+
 def poison_loss(monkeypatch, at_call: int):
     monkeypatch.setattr(hf_llm.HfLlmForCausalLM, "forward", nan_loss_at(hf_llm.HfLlmForCausalLM.forward, at_call))
 
