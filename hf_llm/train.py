@@ -16,23 +16,28 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import math
 import os
 import tempfile
 from typing import Any
 
-from transformers import Trainer
-from transformers.trainer_utils import set_seed
+from transformers import Trainer, TrainerState
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import TrainOutput, set_seed
 
+from .averaging import read_weights
 from .cards import write_card
 from .data import load_raw
 from .inference import load_model_and_tokenizer
 from .models import fitted_lengths
 from .outputs import best_checkpoint_summary, prepare_output_dir, remove_incomplete_checkpoints, save_final, save_loss_curve
-from .recipe_schema import Recipe, dump_recipe
+from .recipe_schema import Recipe, RecipeError, dump_recipe
 from .tasks import Task, get_task
 from .tokenizer import tokenizer_for
 from .trainers import trainer_options, training_arguments
+
+logger = logging.getLogger("hf_llm")
 
 
 def perplexity(loss: float) -> float:
@@ -98,7 +103,8 @@ def run(recipe: Recipe, overwrite: bool = False) -> dict[str, Any]:
                 json.dump(warm_report, f, indent=2)
 
     try:
-        train_result = trainer.train(resume_from_checkpoint=resume)
+        finished = resume and finished_checkpoint(trainer, resume)
+        train_result = finished or trainer.train(resume_from_checkpoint=resume)
     except BaseException:
         # A save that failed half-way leaves a checkpoint without its trainer_state.json; remove it, so the last
         # checkpoint in the folder is a complete one (the one to resume from).
@@ -115,6 +121,36 @@ def run(recipe: Recipe, overwrite: bool = False) -> dict[str, Any]:
             json.dump(samples, f, indent=2)
     result = finish_run(trainer, tokenizer, recipe, train_result, metrics, intended_generation)
     return {**result, "samples": samples or [], "warm_start": warm_report}
+
+
+def finished_checkpoint(trainer: Trainer, checkpoint: str) -> TrainOutput | None:
+    """A run resumed from a checkpoint that already holds its whole budget (killed during the final evaluation or
+    save): the Trainer's state and weights of that checkpoint (the best one's weights with
+    `load_best_model_at_end`, as `train()` would have ended), and a TrainOutput for them; None if steps remain.
+
+    transformers' `Trainer.train(resume_from_checkpoint=...)` would train one step beyond its `max_steps` here
+    (5.24: its step loop checks the budget only after a step), ending on other weights than the run that was
+    not interrupted."""
+    state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
+    budget = trainer.args.max_steps if trainer.args.max_steps > 0 else state.max_steps
+    if not budget or state.global_step < budget:
+        return None
+    trainer.state = state
+    weights = state.best_model_checkpoint if trainer.args.load_best_model_at_end and state.best_model_checkpoint \
+        and os.path.isdir(state.best_model_checkpoint) else checkpoint
+    loaded = trainer.model.load_state_dict(read_weights(weights), strict=False)
+    tied = set(getattr(trainer.model, "_tied_weights_keys", None) or {})  # saved once, as the weight they share
+    if loaded.unexpected_keys or set(loaded.missing_keys) - tied:
+        raise RecipeError(f"training.resume_from_checkpoint: the weights of {weights} do not fit the model of this "
+                          f"recipe (missing {sorted(set(loaded.missing_keys) - tied)[:5]}, unexpected "
+                          f"{loaded.unexpected_keys[:5]}); resume with the recipe that wrote it.")
+    trainer.model.tie_weights()
+    losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
+    metrics = {"train_loss": sum(losses) / len(losses) if losses else float("nan"), "epoch": state.epoch,
+               "resumed_finished_checkpoint": checkpoint}
+    logger.warning("%s already holds the whole budget (step %d of %d): nothing left to train; the run finishes "
+                   "from it (final evaluation, save, card).", checkpoint, state.global_step, budget)
+    return TrainOutput(state.global_step, metrics["train_loss"], metrics)
 
 
 def finish_run(trainer: Trainer, tokenizer, recipe: Recipe, train_result, metrics: dict, generation_config) -> dict:

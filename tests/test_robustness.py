@@ -253,6 +253,32 @@ def test_a_checkpoint_whose_save_was_cut_short_is_never_resumed_from(docs, tmp_p
         torch.testing.assert_close(b[key], a[key], atol=0, rtol=0)
 
 
+def test_a_run_resumed_from_its_final_checkpoint_ends_as_the_uninterrupted_one(docs, tmp_path, caplog):
+    """Killed after the last checkpoint was written (during the final evaluation or save): the resumed run trains
+    no further step (transformers alone trains one more) and writes the final model, metrics and card once."""
+    steps = {"max_steps": 8, "save_steps": 4, "save_strategy": "steps", "save_total_limit": 5}
+    whole = tmp_path / "whole"
+    assert main(["train", write_recipe(tmp_path / "a.yaml", "cnn", whole, docs, **steps)]) == 0
+    killed = tmp_path / "killed"
+    shutil.copytree(whole, killed)
+    for name in os.listdir(killed):  # what the run had written when it was killed: the checkpoints
+        if not name.startswith("checkpoint-") and name != "recipe.yaml":
+            os.remove(killed / name) if (killed / name).is_file() else shutil.rmtree(killed / name)
+    resume = write_recipe(tmp_path / "r.yaml", "cnn", killed, docs, **steps, resume_from_checkpoint=True)
+    with caplog.at_level("WARNING", logger="hf_llm"):
+        assert main(["train", resume]) == 0
+    assert "already holds the whole budget (step 8 of 8)" in caplog.text
+    assert json.loads((killed / "trainer_state.json").read_text())["global_step"] == 8
+    assert sorted(p for p in os.listdir(killed) if p.startswith("checkpoint-")) == ["checkpoint-4", "checkpoint-8"]
+    a, b = weights(whole), weights(killed)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=0, rtol=0)
+    ours, theirs = (json.loads((run / "eval_results.json").read_text()) for run in (killed, whole))
+    assert ours["eval_loss"] == pytest.approx(theirs["eval_loss"], rel=1e-6)
+    for name in ("README.md", "samples.json", "config.json", "tokenizer.json", "loss_curve.png"):
+        assert (killed / name).is_file(), name
+
+
 def poison_loss(monkeypatch, at_call: int):
     monkeypatch.setattr(hf_llm.HfLlmForCausalLM, "forward", nan_loss_at(hf_llm.HfLlmForCausalLM.forward, at_call))
 
