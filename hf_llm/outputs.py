@@ -58,6 +58,43 @@ def remove_incomplete_checkpoints(run_dir: str | os.PathLike) -> list[str]:
     return removed
 
 
+class WriteFailed(RecipeError):
+    """Writing part of a run failed (a full disk, a file-size limit, a read-only folder): what was being written,
+    why, the space there is and a checkpoint needs, the last good checkpoint and how to resume."""
+
+
+def folder_size(folder: str) -> int:
+    return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(folder) for name in names)
+
+
+def is_write_error(error: BaseException) -> bool:
+    """An OSError, or what safetensors / torch.save raise when the file system refuses a write."""
+    if isinstance(error, OSError):
+        return True
+    text = str(error)
+    return type(error).__name__ == "SafetensorError" or (
+        isinstance(error, RuntimeError) and re.search(r"writ|No space|too large|IoError", text) is not None)
+
+
+def write_failure(error: BaseException, what: str, output_dir: str) -> WriteFailed:
+    """The one-line error for a failed write of `what` into the run folder `output_dir`."""
+    reason = " ".join(str(error).split())[:240] or type(error).__name__
+    last = last_complete_checkpoint(output_dir)
+    where = os.path.abspath(output_dir)
+    try:
+        free = f"{shutil.disk_usage(where).free / 2**20:,.1f} MiB free there"
+    except OSError:
+        free = "free space unknown"
+    needed = f"; a checkpoint of this run takes {folder_size(last) / 2**20:,.1f} MiB" if last else ""
+    resume = (f"hf-llm train {os.path.join(output_dir, 'recipe.yaml')} training.resume_from_checkpoint=true"
+              if last else "hf-llm train ... --overwrite (no checkpoint to resume from)")
+    return WriteFailed(
+        f"Writing {what} failed: {reason} ({free}{needed}). "
+        + (f"The last good checkpoint is {last}. " if last else "No complete checkpoint was written. ")
+        + f"Free some space (or choose another training.output_dir), then: {resume}"
+    )
+
+
 def prepare_output_dir(training: dict, overwrite: bool) -> str | None:
     """Check `output_dir` before anything is written; return the checkpoint to resume from, if any."""
     output_dir = pathlib.Path(training["output_dir"])

@@ -31,7 +31,15 @@ from .cards import write_card
 from .data import load_raw
 from .inference import load_model_and_tokenizer
 from .models import fitted_lengths
-from .outputs import best_checkpoint_summary, prepare_output_dir, remove_incomplete_checkpoints, save_final, save_loss_curve
+from .outputs import (
+    best_checkpoint_summary,
+    is_write_error,
+    prepare_output_dir,
+    remove_incomplete_checkpoints,
+    save_final,
+    save_loss_curve,
+    write_failure,
+)
 from .recipe_schema import Recipe, RecipeError, dump_recipe
 from .tasks import Task, get_task
 from .tokenizer import tokenizer_for
@@ -105,11 +113,13 @@ def run(recipe: Recipe, overwrite: bool = False) -> dict[str, Any]:
     try:
         finished = resume and finished_checkpoint(trainer, resume)
         train_result = finished or trainer.train(resume_from_checkpoint=resume)
-    except BaseException:
+    except BaseException as error:
         # A save that failed half-way leaves a checkpoint without its trainer_state.json; remove it, so the last
         # checkpoint in the folder is a complete one (the one to resume from).
-        if trainer.args.should_save:
-            remove_incomplete_checkpoints(output_dir)
+        cut = remove_incomplete_checkpoints(output_dir) if trainer.args.should_save else []
+        if isinstance(error, Exception) and not isinstance(error, RecipeError) and (cut or is_write_error(error)):
+            what = os.path.basename(cut[-1]) if cut else f"into {output_dir}"
+            raise write_failure(error, what, output_dir) from error
         raise
     metrics = task.final_evaluation(trainer)
     metrics.update(initial_metrics(trainer, task.reports_perplexity))
@@ -160,20 +170,36 @@ def finish_run(trainer: Trainer, tokenizer, recipe: Recipe, train_result, metric
     best = best_checkpoint_summary(trainer)
     averaged = {}
     if trainer.args.should_save:  # the main process of a distributed run
-        save_final(trainer, tokenizer, recipe, output_dir, generation_config)
-        trainer.save_metrics("train", train_result.metrics)
-        trainer.save_metrics("eval", metrics)
-        if best:
-            trainer.save_metrics("best", best)
-        trainer.save_state()
-        save_loss_curve(trainer.state.log_history, os.path.join(output_dir, "loss_curve.png"))
-        last = recipe.training.get("average_last_checkpoints")
-        if last:
-            averaged = average_at_the_end(trainer, recipe, last)
-        write_card(output_dir, trainer.hub_model_id, trainer.model)
+        try:
+            averaged = save_outputs(trainer, tokenizer, recipe, train_result, metrics, generation_config, best)
+        except Exception as error:
+            if isinstance(error, RecipeError) or not is_write_error(error):
+                raise
+            raise write_failure(error, f"the final model, tokenizer, metrics or card into {output_dir}",
+                                output_dir) from error
     if trainer.args.push_to_hub:
         trainer.push_to_hub(commit_message="hf-llm: end of training")  # every rank calls it; only the main one pushes
     return {**train_result.metrics, **metrics, **best, **averaged, "output_dir": output_dir}
+
+
+def save_outputs(trainer: Trainer, tokenizer, recipe: Recipe, train_result, metrics: dict, generation_config,
+                 best: dict) -> dict:
+    """The final model (moved in whole), metrics files, state, loss curve, averaged checkpoints, model card;
+    returns the averaged model's scores (if any)."""
+    output_dir = trainer.args.output_dir
+    save_final(trainer, tokenizer, recipe, output_dir, generation_config)
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_metrics("eval", metrics)
+    if best:
+        trainer.save_metrics("best", best)
+    trainer.save_state()
+    save_loss_curve(trainer.state.log_history, os.path.join(output_dir, "loss_curve.png"))
+    averaged = {}
+    last = recipe.training.get("average_last_checkpoints")
+    if last:
+        averaged = average_at_the_end(trainer, recipe, last)
+    write_card(output_dir, trainer.hub_model_id, trainer.model)
+    return averaged
 
 
 def average_at_the_end(trainer: Trainer, recipe: Recipe, last: int) -> dict[str, Any]:

@@ -9,14 +9,17 @@ written its `trainer_state.json`, the last file of every save).
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import shutil
 import time
 from collections.abc import Callable
 
 import torch
 from transformers import EarlyStoppingCallback, Seq2SeqTrainer, Trainer, TrainerCallback, TrainingArguments
 
-from .outputs import last_complete_checkpoint
+from .outputs import folder_size, last_complete_checkpoint, write_failure
 from .recipe_schema import TRAINING_DEFAULTS, Recipe, RecipeError, training_arguments_fields
 
 logger = logging.getLogger("hf_llm")
@@ -53,6 +56,31 @@ class TimeBudget(TrainerCallback):
         return control
 
 
+class FreeSpaceCheck(TrainerCallback):
+    """Before each checkpoint save, the free space of the run folder's file system against the size of the last
+    checkpoint (cheap to know: a few files); too little stops the run with a WriteFailed that says so, before a
+    byte of the new checkpoint is written. Single-process runs only: under DDP the main process would stop alone
+    and leave the others waiting (there, a failed write is reported after the fact, like any other)."""
+
+    def _check(self, args, state, control):
+        if not (control.should_save and args.should_save) or args.world_size > 1:
+            return
+        last = last_complete_checkpoint(args.output_dir)
+        if last is None:
+            return
+        needed, free = folder_size(last), shutil.disk_usage(args.output_dir).free
+        if free < needed:
+            raise write_failure(OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (checked before the save: "
+                                                      f"{needed / 2**20:,.1f} MiB needed)"),
+                                f"checkpoint-{state.global_step}", args.output_dir)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._check(args, state, control)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self._check(args, state, control)
+
+
 class HfLlmTrainerMixin:
     """What hf_llm adds to transformers' Trainer:
 
@@ -60,6 +88,7 @@ class HfLlmTrainerMixin:
       the last good ones), or, with `on_nonfinite_loss="skip"`, the step is skipped (its gradients dropped);
       under DDP every process takes the same decision;
     - `Trainer.push_to_hub` uploads hf_llm's model card (`model_card`) instead of writing transformers' own;
+    - the free space checked before each checkpoint save (FreeSpaceCheck);
     - `max_minutes` (a wall-time budget) and `early_stopping_patience` (transformers' `EarlyStoppingCallback`)
       as callbacks.
     """
@@ -71,6 +100,7 @@ class HfLlmTrainerMixin:
         self.model_card = model_card
         self.skipped_steps = 0
         self._checkpoint_staging: str | None = None
+        self.add_callback(FreeSpaceCheck())  # after transformers' DefaultFlowCallback, which decides should_save
         if max_minutes is not None:
             self.add_callback(TimeBudget(max_minutes))
         if early_stopping_patience is not None:

@@ -279,6 +279,55 @@ def test_a_run_resumed_from_its_final_checkpoint_ends_as_the_uninterrupted_one(d
         assert (killed / name).is_file(), name
 
 
+def limit_file_size(limit: int):
+    """For a child process: the kernel refuses to grow any file beyond `limit` bytes (EFBIG; Python ignores
+    SIGXFSZ, so the write fails rather than the process dying) — a full disk, as far as the writer can tell."""
+    import resource
+
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_write_refused_by_the_file_system_is_one_clear_error_and_the_last_checkpoint_survives(docs, tmp_path):
+    """A real fault: the run is resumed under a file-size limit that its next checkpoint's weights exceed."""
+    output_dir = tmp_path / "run"
+    steps = {"save_steps": 4, "save_strategy": "steps", "save_total_limit": 5}
+    assert main(["train", write_recipe(tmp_path / "a.yaml", "cnn", output_dir, docs, max_steps=4, **steps)]) == 0
+    before = weights(output_dir)
+    resume = write_recipe(tmp_path / "b.yaml", "cnn", output_dir, docs, max_steps=8, resume_from_checkpoint=True,
+                          **steps)
+    limit = 64 * 1024  # above every small file of the run, below its weights
+    assert os.path.getsize(output_dir / "checkpoint-4" / "model.safetensors") > limit
+    result = subprocess.run([sys.executable, "-m", "hf_llm.cli", "train", resume], capture_output=True, text=True,
+                            preexec_fn=limit_file_size(limit), timeout=600)
+    assert result.returncode == 2, result.stderr[-3000:]
+    error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert re.search(r"error: Writing checkpoint-8 failed: .*MiB free there; a checkpoint of this run "
+                     r"takes [\d.]+ MiB\)\. The last good checkpoint is .*checkpoint-4\. .*then: hf-llm train "
+                     r".*recipe\.yaml training\.resume_from_checkpoint=true", error[0]), error[0]
+    assert sorted(p for p in os.listdir(output_dir) if p.startswith("checkpoint-")) == ["checkpoint-4"]
+    assert not [p for p in os.listdir(output_dir) if p.startswith(".")], "no staging folder left behind"
+    after = weights(output_dir)  # the finished run's model is untouched
+    assert all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_too_little_free_space_stops_the_run_before_a_checkpoint_is_written(docs, tmp_path, monkeypatch, capsys):
+    """The check before a save (a stand-in file system that reports 1 KiB free once a checkpoint exists)."""
+    output_dir = tmp_path / "run"
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=1024))
+    recipe = write_recipe(tmp_path / "r.yaml", "cnn", output_dir, docs, max_steps=12, save_steps=4,
+                          save_strategy="steps")
+    assert main(["train", recipe]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"error: Writing checkpoint-8 failed: .*checked before the save: [\d.]+ MiB needed.*0\.0 MiB "
+                     r"free there.*The last good checkpoint is .*checkpoint-4\.", err), err
+    assert sorted(p for p in os.listdir(output_dir) if p.startswith("checkpoint-")) == ["checkpoint-4"]
+
+
 def poison_loss(monkeypatch, at_call: int):
     monkeypatch.setattr(hf_llm.HfLlmForCausalLM, "forward", nan_loss_at(hf_llm.HfLlmForCausalLM.forward, at_call))
 
