@@ -13,10 +13,12 @@ import shutil
 import tempfile
 from typing import Any
 
+from safetensors import safe_open
 from transformers import Trainer
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .averaging import weight_files
 from .recipe_schema import Recipe, RecipeError, dump_recipe
 
 logger = logging.getLogger("hf_llm")
@@ -124,6 +126,39 @@ def prepare_output_dir(training: dict, overwrite: bool) -> str | None:
             "training.resume_from_checkpoint=true, choose another training.output_dir, or pass --overwrite."
         )
     return None
+
+
+def check_resume_fits(checkpoint: str, model, tokenizer) -> None:
+    """A checkpoint this run can continue: its weights have the names and shapes of the recipe's model and its
+    tokenizer (saved by the Trainer beside them) has the same vocabulary as the run's. Checked before anything is
+    written; otherwise transformers fails deep in `load_state_dict`, or — for a tokenizer of the same size but
+    other tokens — trains on silently."""
+    shapes = {}
+    for path in weight_files(checkpoint):
+        with safe_open(path, framework="pt") as f:
+            shapes.update({name: tuple(f.get_slice(name).get_shape()) for name in f.keys()})  # noqa: SIM118
+    own = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    tied = set(getattr(model, "_tied_weights_keys", None) or {})
+    differ = [f"{name} {shapes[name]} vs {own[name]}" for name in own if name in shapes and shapes[name] != own[name]]
+    missing = sorted(set(own) - set(shapes) - tied)
+    unexpected = sorted(set(shapes) - set(own))
+    if differ or missing or unexpected:
+        details = "; ".join(filter(None, [
+            f"shapes differ: {', '.join(differ[:3])}" if differ else "",
+            f"the checkpoint lacks {', '.join(missing[:3])}" if missing else "",
+            f"the model has no {', '.join(unexpected[:3])}" if unexpected else ""]))
+        raise RecipeError(f"training.resume_from_checkpoint: {checkpoint} holds another model than this recipe builds "
+                          f"({details}). Resume with the recipe that wrote it ({os.path.dirname(checkpoint)}/"
+                          "recipe.yaml), or train into a new training.output_dir.")
+    if os.path.isfile(os.path.join(checkpoint, "tokenizer.json")):
+        from transformers import AutoTokenizer
+
+        saved = AutoTokenizer.from_pretrained(checkpoint)
+        if saved.get_vocab() != tokenizer.get_vocab():
+            raise RecipeError(f"training.resume_from_checkpoint: the run's tokenizer ({len(tokenizer)} tokens) is not "
+                              f"the one {checkpoint} was trained with ({len(saved)} tokens). Resume with the recipe that "
+                              "wrote it (same tokenizer section and data), or give tokenizer.name_or_path="
+                              f"{checkpoint}.")
 
 
 def is_main_process() -> bool:

@@ -33,6 +33,7 @@ from .inference import load_model_and_tokenizer
 from .models import fitted_lengths
 from .outputs import (
     best_checkpoint_summary,
+    check_resume_fits,
     is_write_error,
     prepare_output_dir,
     remove_incomplete_checkpoints,
@@ -96,6 +97,8 @@ def run(recipe: Recipe, overwrite: bool = False) -> dict[str, Any]:
     tokenizer = tokenizer_for(recipe, raw["train"], task.training_texts(recipe, raw))
     model, warm_report = task.build_model(recipe, tokenizer, raw)
     recipe = fit_to_model(recipe, task, model)
+    if resume:
+        check_resume_fits(resume, model, tokenizer)
     task.prepare_model(recipe, model, tokenizer)
     # Evaluation with generation writes its settings into the model's generation config: the one saved is this.
     intended_generation = copy.deepcopy(getattr(model, "generation_config", None))

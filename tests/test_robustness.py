@@ -35,7 +35,9 @@ def trained_lm(docs, tmp_path_factory):
 
 
 def snapshot(folder) -> dict:
-    return {p: (folder / p).read_bytes() for p in sorted(os.listdir(folder))} if folder.exists() else {}
+    """Every file under `folder` (relative path -> bytes)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} \
+        if folder.exists() else {}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -277,6 +279,32 @@ def test_a_run_resumed_from_its_final_checkpoint_ends_as_the_uninterrupted_one(d
     assert ours["eval_loss"] == pytest.approx(theirs["eval_loss"], rel=1e-6)
     for name in ("README.md", "samples.json", "config.json", "tokenizer.json", "loss_curve.png"):
         assert (killed / name).is_file(), name
+
+
+def test_a_resume_that_cannot_be_honoured_says_why_and_writes_nothing(docs, tmp_path, capsys):
+    output_dir = tmp_path / "run"
+    steps = {"max_steps": 4, "save_steps": 4, "save_strategy": "steps"}
+    assert main(["train", write_recipe(tmp_path / "a.yaml", "cnn", output_dir, docs, **steps)]) == 0
+    before = snapshot(output_dir)
+    resume = write_recipe(tmp_path / "b.yaml", "cnn", output_dir, docs, **{**steps, "max_steps": 8},
+                          resume_from_checkpoint=True)
+    cases = {
+        "model.hidden_size=64": r"checkpoint-4 holds another model than this recipe builds \(shapes differ: .*\)\. "
+                                r"Resume with the recipe that wrote it",
+        "model.backbone=rnn": r"holds another model than this recipe builds \(.*the checkpoint lacks",
+        "tokenizer.vocab_size=350": r"holds another model than this recipe builds \(shapes differ: .*embed",
+        # same size, other tokens (trained on fewer documents): only the vocabularies tell
+        "tokenizer.max_training_documents=30": r"the run's tokenizer \(400 tokens\) is not the one .*checkpoint-4 was "
+                                               r"trained with \(400 tokens\)",
+    }
+    for override, message in cases.items():
+        assert main(["train", resume, override]) == 2, override
+        assert re.search(message, capsys.readouterr().err), override
+        assert snapshot(output_dir) == before, f"{override}: nothing is written"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["train", write_recipe(tmp_path / "c.yaml", "cnn", empty, docs, **steps, resume_from_checkpoint=True)]) == 2
+    assert "holds no checkpoint-* folder" in capsys.readouterr().err
 
 
 def limit_file_size(limit: int):
