@@ -43,7 +43,6 @@ def push(model_dir: str, repo_id: str, private: bool = False, revision: str | No
          commit_message: str | None = None) -> str:
     """Create the repo (if needed) and upload the folder; returns the commit URL."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
 
     from .cards import write_card
 
@@ -55,20 +54,36 @@ def push(model_dir: str, repo_id: str, private: bool = False, revision: str | No
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision is not None and revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)
+    except Exception as error:
+        raise hub_error(api.endpoint, error) from None
+    try:  # one commit: the hub applies it whole or not at all
         commit = api.upload_folder(
             folder_path=model_dir, repo_id=repo_id, revision=revision, ignore_patterns=IGNORED,
             commit_message=commit_message or f"Upload {os.path.basename(os.path.abspath(model_dir))} with hf-llm",
         )
-    except HfHubHTTPError as error:
-        raise RecipeError(f"The hub at {api.endpoint} refused the upload: {error}") from None
-    except ValueError as error:  # the hub rejected the model card's metadata
-        raise RecipeError(f"The hub at {api.endpoint} rejected README.md: {error}") from None
     except Exception as error:
         if not is_network_error(error):
-            raise
-        raise RecipeError(f"Cannot reach the hub at {api.endpoint}: {error}. Check HF_ENDPOINT, HF_TOKEN and your "
-                          "network (HF_HUB_OFFLINE must not be set).") from None
+            raise hub_error(api.endpoint, error) from None
+        raise RecipeError(
+            f"The upload to {api.endpoint}/{repo_id} was cut off ({error}). Everything goes up as one commit, which the "
+            f"hub applies whole or not at all: {repo_id} is as it was before this push (or, if the hub received the "
+            "commit before the connection dropped, complete) — never half a model. Run the same hf-llm push again."
+        ) from None
     return str(commit)
+
+
+def hub_error(endpoint: str, error: Exception) -> Exception:
+    """The one-line error for a hub that refused or could not be reached (other errors are returned as they are)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(error, HfHubHTTPError):
+        return RecipeError(f"The hub at {endpoint} refused the upload: {error}")
+    if isinstance(error, ValueError):  # the hub rejected the model card's metadata
+        return RecipeError(f"The hub at {endpoint} rejected README.md: {error}")
+    if is_network_error(error):
+        return RecipeError(f"Cannot reach the hub at {endpoint}: {error}. Check HF_ENDPOINT, HF_TOKEN and your "
+                           "network (HF_HUB_OFFLINE must not be set).")
+    return error
 
 
 def is_network_error(error: Exception) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlparse
@@ -20,6 +21,7 @@ class HubState:
         self.repos: dict[str, dict] = {}
         self.requests: list[tuple[str, str, bool]] = []
         self.commits = 0
+        self.drop_commits = 0  # this many commit requests are cut off: half the body read, then the socket closed
         self.lock = threading.Lock()
 
     def new_sha(self) -> str:
@@ -137,6 +139,12 @@ class Handler(BaseHTTPRequestHandler):
         self.record()
         parsed = urlparse(self.path)
         parts = [p for p in parsed.path.split("/") if p]
+        if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "commit" and self.state.drop_commits:
+            self.state.drop_commits -= 1
+            self.rfile.read(int(self.headers.get("Content-Length") or 0) // 2)  # the server goes away mid-upload
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         payload = self.body()
         with self.state.lock:
             if parts == ["api", "validate-yaml"]:
@@ -149,8 +157,9 @@ class Handler(BaseHTTPRequestHandler):
             if parts == ["api", "repos", "create"]:
                 request = json.loads(payload)
                 repo_id = f"{request['organization']}/{request['name']}" if request.get("organization") else request["name"]
-                if repo_id in self.state.repos:
-                    self.error(409, "RepoExists", "You already created this model repo")
+                if repo_id in self.state.repos:  # as the Hub answers: the error and the repo's url
+                    self.send_json(409, {"error": "You already created this model repo",
+                                         "url": f"http://{self.headers['Host']}/{repo_id}"})
                     return
                 sha = self.state.new_sha()
                 private = request.get("visibility") == "private" or bool(request.get("private"))

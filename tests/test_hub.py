@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import re
 import subprocess
 import sys
 
@@ -172,6 +174,28 @@ def test_push_options_and_errors(trained, tmp_path, capsys):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "error: Cannot reach the hub at http://127.0.0.1:9" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_push_cut_off_mid_upload_leaves_the_remote_repo_as_it_was(trained, tmp_path):
+    """The hub drops the connection while the commit is being sent: one clear error, and the remote repository
+    is the previous push, whole (no file of the new one); the same command then completes it."""
+    folder = tmp_path / "model"
+    shutil.copytree(trained[("cnn", "lm")], folder)
+    push = [sys.executable, "-m", "hf_llm.cli", "push", str(folder), "tester/cut"]
+    with LocalHub() as hub:
+        env = hub_env(hub, tmp_path)
+        assert subprocess.run(push, env=env, capture_output=True, timeout=300).returncode == 0
+        before = dict(hub.files("tester/cut"))
+        (folder / "notes.txt").write_text("a second version\n")
+        hub.state.drop_commits = 1000  # every attempt, retries included
+        result = subprocess.run(push, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        assert re.search(r"error: The upload to .*tester/cut was cut off .* as it was before this push .* never half "
+                         r"a model\. Run the same hf-llm push again\.", result.stderr), result.stderr[-2000:]
+        assert hub.files("tester/cut") == before, "the remote repository is untouched"
+        hub.state.drop_commits = 0
+        assert subprocess.run(push, env=env, capture_output=True, timeout=300).returncode == 0
+        assert hub.files("tester/cut")["notes.txt"] == b"a second version\n"
 
 
 def test_loading_from_the_hub_never_runs_code_without_trust_remote_code(trained, tmp_path):
