@@ -26,6 +26,9 @@ class Task:
     arguments_class: type = TrainingArguments
     # True: always an encoder-decoder; False: always decoder-only; None: as the recipe (or checkpoint) says.
     is_encoder_decoder: bool | None = False
+    # A tokenizer trained for the run ends every text with EOS (its post-processor), as the task's training
+    # sequences do, so that `tokenizer(text)` gives the training ids; False: it adds nothing.
+    tokenizer_ends_with_eos = False
     # `generation.do_sample` when the recipe does not say.
     samples_by_default = False
     # Training: the Trainer class and the checkpoint kept by `load_best_model_at_end` (`metric_for_best_model`).
