@@ -37,7 +37,7 @@ def test_a_streamed_run_trains_its_tokenizer_from_the_stream(docs, tmp_path):
                                                     "validation": read_jsonl(docs["validation"])[:20]})
     recipe = write_task_recipe(tmp_path, "causal_lm", "transformer", max_steps=2, data={
         "dataset_name": folder, "streaming": True, "max_train_samples": None, "max_eval_samples": 8,
-        "block_size": 32}, **{"per_device_train_batch_size": 2, "per_device_eval_batch_size": 4})
+        "block_size": 32}, per_device_train_batch_size=2, per_device_eval_batch_size=4)
     assert main(["train", recipe]) == 0
     run = tmp_path / "run"
     state = json.loads((run / "trainer_state.json").read_text())
@@ -65,6 +65,8 @@ def test_class_label_names_become_the_model_labels(tmp_path):
     assert config.label2id == {"positive": 0, "negative": 1}
     classify = pipeline("text-classification", model=str(tmp_path / "run"))
     assert classify("wonderful film")[0]["label"] in names
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "a local dataset folder (sentiment)" in card and "huggingface.co/datasets//" not in card
 
 
 def test_unlabelled_class_label_rows_are_a_clear_error(tmp_path, capsys):

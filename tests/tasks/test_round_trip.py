@@ -9,11 +9,21 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers import write_task_recipe
-from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
 
 from hf_llm.cli import main
 from hf_llm.data import load_raw
-from hf_llm.inference import chat_reply, encode_sources, generate_text, load_model_and_tokenizer
+from hf_llm.inference import (
+    chat_reply,
+    encode_sources,
+    generate_text,
+    load_model_and_tokenizer,
+)
 from hf_llm.recipes import load_recipe
 from hf_llm.tasks import get_task
 from hf_llm.tokenizer import ends_with_eos, train_tokenizer
@@ -41,6 +51,13 @@ def cli_generate(run, prompt: str, capsys) -> str:
     return capsys.readouterr().out.rstrip("\n")
 
 
+def run_usage_snippet(task: str, config, run, capsys) -> str:
+    """What the model card's usage snippet prints for the run folder."""
+    capsys.readouterr()
+    exec(get_task(task).usage_snippet(config, str(run)), {})  # noqa: S102  (the card's own text, run as a user would)
+    return capsys.readouterr().out
+
+
 @pytest.mark.parametrize("task", ["translation", "summarization"])
 def test_seq2seq_plain_tokenizer_and_generate_match_training_and_hf_llm(task, tmp_path, capsys):
     recipe, run = train(tmp_path, task, data={"source_prefix": "go: "})
@@ -58,6 +75,7 @@ def test_seq2seq_plain_tokenizer_and_generate_match_training_and_hf_llm(task, tm
     _, hf_llm_tokenizer = load_model_and_tokenizer(str(run))
     assert generate_text(model, hf_llm_tokenizer, text, max_new_tokens=8, do_sample=False) == plain
     assert cli_generate(run, text, capsys) == plain
+    assert run_usage_snippet(task, model.config, run, capsys), "the model card's snippet runs"
 
     raw, tokenized = features(recipe, run)
     sources, targets = get_task(task).pairs(recipe, raw)(raw["train"][:4])
@@ -88,7 +106,7 @@ def test_causal_lm_prompts_get_no_eos_and_blocks_are_the_documents_joined_by_eos
 
 
 @pytest.mark.parametrize("encoder_decoder", [False, True])
-def test_dialogue_chat_prompts_get_no_eos_and_match_training(encoder_decoder, tmp_path):
+def test_dialogue_chat_prompts_get_no_eos_and_match_training(encoder_decoder, tmp_path, capsys):
     recipe, run = train(tmp_path, "dialogue", model={"is_encoder_decoder": encoder_decoder})
     tokenizer = AutoTokenizer.from_pretrained(run)
     auto = AutoModelForSeq2SeqLM if encoder_decoder else AutoModelForCausalLM
@@ -103,6 +121,8 @@ def test_dialogue_chat_prompts_get_no_eos_and_match_training(encoder_decoder, tm
     new = output[0] if encoder_decoder else output[0, inputs["input_ids"].shape[1]:]
     plain = tokenizer.decode(new, skip_special_tokens=True).strip()
     assert chat_reply(model, tokenizer, messages, max_new_tokens=8, do_sample=False) == plain
+    if encoder_decoder:
+        assert run_usage_snippet("dialogue", model.config, run, capsys), "the model card's snippet runs"
 
     raw, tokenized = features(recipe, run)
     conversation = raw["train"][0][recipe.data.messages_column]
