@@ -99,3 +99,12 @@ def test_tokenizer_train_files_of_two_formats_are_an_error(tmp_path, capsys, fil
     assert main(["tokenizer", "train", "--files", *[str(tmp_path / n) for n in files], "--output",
                  str(tmp_path / "tok")]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task", ["translation", "summarization", "dialogue", "classification"])
+def test_tasks_that_read_their_data_whole_refuse_streaming_clearly(task, tmp_path):
+    from hf_llm.recipes import RecipeError
+
+    recipe = write_task_recipe(tmp_path, task, "transformer", data={"streaming": True})
+    with pytest.raises(RecipeError, match=rf"data.streaming=true: the {task} task reads its training data whole"):
+        load_recipe(recipe)
