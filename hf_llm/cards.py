@@ -46,6 +46,8 @@ def data_description(recipe: dict) -> tuple[str, str, str | None]:
                 "PSF License v2)", "Python standard-library documentation", None)
     if name and name.startswith("hf_llm:"):
         return f"hf_llm's bundled demo data `{name}`", f"the demo data {name}", None
+    if name and os.path.isdir(os.path.expanduser(name)):  # a local dataset folder, not a Hub id
+        return f"a local dataset folder ({os.path.basename(os.path.normpath(name))})", "its local dataset", None
     if name:
         return f"[{name}](https://huggingface.co/datasets/{name})", name, name
     return "unknown", "its training data", None
@@ -82,7 +84,7 @@ def build_card(model_dir: str, repo_id: str | None = None, model=None) -> ModelC
             continue
         eval_results.append(EvalResult(
             task_type=pipeline_tag, task_name=task.display_name, dataset_type=dataset_id or recipe.get("data", {}).get("dataset_name") or "custom",
-            dataset_name=short_data, dataset_split="validation", metric_type=metric_type,
+            dataset_name=short_data, dataset_split=recipe.get("data", {}).get("validation_split") or "validation", metric_type=metric_type,
             metric_value=round(float(metrics[key]), 4), metric_name=display,
         ))
         before_key = "init_perplexity" if key == "perplexity" else key.replace("eval_", "init_eval_", 1)

@@ -120,24 +120,26 @@ def command_average(args) -> int:
 
 
 def command_tokenizer_train(args) -> int:
-    from .data import load_raw, require_columns
-    from .recipes import DataArgs, RecipeError, load_recipe
+    from datasets import DatasetDict
+
+    from .data import load_files, load_raw, require_columns
+    from .recipes import RecipeError, load_recipe
     from .tokenizer import batched_texts, train_tokenizer
 
     if args.recipe is None and not args.files:
         raise RecipeError("Give a recipe or --files to train the tokenizer on.")
     if args.recipe is not None:
         data = load_recipe(args.recipe, args.overrides).data
-    else:
-        data = DataArgs(train_file=args.files[0], text_column=args.text_column)
+        column, key = data.text_column, "data.text_column"
+        raw = load_raw(data)
+    else:  # every file given, as one training split
         for path in args.files:
             if not os.path.isfile(path):
                 raise RecipeError(f"--files: file not found: {path}")
-    raw = load_raw(data)
-    require_columns(raw, [data.text_column], {data.text_column: "--text-column / data.text_column"})
-    tokenizer = train_tokenizer(
-        (batch for batch in batched_texts(raw["train"], data.text_column)), args.vocab_size, args.min_frequency
-    )
+        column, key = args.text_column, "--text-column"
+        raw = DatasetDict(train=load_files(args.files))
+    require_columns(DatasetDict(train=raw["train"]), [column], {column: key})
+    tokenizer = train_tokenizer(batched_texts(raw["train"], column), args.vocab_size, args.min_frequency)
     os.makedirs(args.output, exist_ok=True)
     tokenizer.save_pretrained(args.output)
     print(f"Saved a byte-level BPE tokenizer with {len(tokenizer)} tokens to {args.output}")

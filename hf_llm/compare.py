@@ -190,7 +190,8 @@ def run_compare(recipe_name: str, overrides: list[str], backbones: str | None, c
         raw_data = load_raw(first.data, first.training.get("seed", 42))
         task = get_task(first.task)
         task.check_data(first, raw_data)
-        tokenizer = tokenizer_for(first, raw_data["train"], task.training_texts(first, raw_data))
+        tokenizer = tokenizer_for(first, raw_data["train"], task.training_texts(first, raw_data),
+                                  task.tokenizer_ends_with_eos)
         tokenizer.save_pretrained(os.path.join(report_dir, "tokenizer"))
         for candidate in recipes.values():
             candidate.tokenizer.name_or_path = os.path.join(report_dir, "tokenizer")

@@ -1,9 +1,13 @@
 """Data through `datasets`: local files, Hub datasets, bundled corpora; tokenisation and block slicing.
 
 - `load_raw(data)`: a `DatasetDict` with "train" and "validation" from `data.train_file` /
-  `data.validation_file` (text, jsonl/json, csv, parquet), a Hub `data.dataset_name` (streamed when
-  `data.streaming`), or a bundled dataset "hf_llm:<name>". Without a validation split,
-  `data.validation_split_percentage` of train is carved off (seeded).
+  `data.validation_file` (text, jsonl/json, csv, parquet), a `data.dataset_name` as datasets reads it — a Hub
+  dataset (`data.dataset_config_name`, `data.dataset_revision`), a local folder laid out like one
+  (data/train-00000-of-00002.parquet, ...), a `save_to_disk` folder — streamed when `data.streaming`, or a
+  bundled dataset "hf_llm:<name>". `data.train_split` / `data.validation_split` pick the splits (any names:
+  train_sft / test_sft); without a validation split, `data.validation_split_percentage` of train is carved
+  off (seeded). A dataset that needs a loading script (datasets 4 runs none) is a RecipeError saying what
+  to use instead.
 - `group_texts`: HF's run_clm slicing of the token stream into blocks of `block_size` (each document
   ends with EOS). With `packing=True` each block also carries `position_ids` that restart at 0 at every
   document start, which every family turns into a boundary: no attention across documents for the
@@ -16,7 +20,7 @@ import os
 from itertools import chain
 
 import datasets
-from datasets import Dataset, DatasetDict, IterableDataset
+from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 
 from .recipe_schema import DataArgs, RecipeError
 
@@ -45,12 +49,98 @@ def load_bundled(name: str) -> DatasetDict:
                       f"{['hf_llm:' + corpus.NAME] + ['hf_llm:' + n for n in DEMO_DATASETS]}.")
 
 
+def load_saved(path: str, streaming: bool = False) -> DatasetDict | IterableDatasetDict | None:
+    """A folder written by `DatasetDict.save_to_disk` (it holds dataset_dict.json) or `Dataset.save_to_disk`
+    (state.json; its rows become the train split), or None for any other path."""
+    if os.path.isfile(os.path.join(path, "dataset_dict.json")):
+        raw = datasets.load_from_disk(path)
+    elif os.path.isfile(os.path.join(path, "state.json")):
+        raw = DatasetDict(train=datasets.load_from_disk(path))
+    else:
+        return None
+    if streaming:
+        return IterableDatasetDict({name: split.to_iterable_dataset() for name, split in raw.items()})
+    return raw
+
+
+def load_named(data: DataArgs):
+    """`data.dataset_name`: a `save_to_disk` folder, or whatever `datasets.load_dataset` reads (a Hub dataset,
+    a local folder laid out like one: data/train-00000-of-00002.parquet, ...)."""
+    saved = load_saved(os.path.expanduser(data.dataset_name), data.streaming)
+    if saved is not None:
+        return saved
+    try:
+        return datasets.load_dataset(data.dataset_name, data.config_name, revision=data.dataset_revision,
+                                     streaming=data.streaming)
+    except RuntimeError as error:
+        if "scripts are no longer supported" not in str(error):
+            raise
+        raise RecipeError(
+            f"data.dataset_name={data.dataset_name!r} needs a loading script ({error}); datasets "
+            f"{datasets.__version__} no longer runs scripts. Use its Parquet conversion where the Hub has one "
+            f"(data.dataset_revision=refs/convert/parquet), a copy of the dataset without a script (a Hub dataset of "
+            f"Parquet or JSON files), or local files (data.train_file / data.validation_file)."
+        ) from None
+
+
+def select_splits(raw, data: DataArgs, seed: int = 0, validation=None) -> DatasetDict:
+    """The recipe's splits under the names the rest of hf_llm uses, "train" and "validation":
+    `data.train_split`, and `validation` if given (data.validation_file), else `data.validation_split`
+    (default "validation": else the first of "valid", "dev", "test", else `data.validation_split_percentage`
+    of train carved off, seeded)."""
+    available = list(raw)
+    if data.train_split not in raw:
+        raise RecipeError(f"data.train_split={data.train_split!r}: the dataset has no such split; its splits are "
+                          f"{available}. Set data.train_split (and data.validation_split) to one of them.")
+    train = raw[data.train_split]
+    if validation is None and data.validation_split in raw:
+        validation = raw[data.validation_split]
+    elif validation is None and data.validation_split != DataArgs.validation_split:
+        raise RecipeError(f"data.validation_split={data.validation_split!r}: the dataset has no such split; its "
+                          f"splits are {available}. Set data.validation_split to one of them, or leave it unset to "
+                          f"carve data.validation_split_percentage off the train split.")
+    elif validation is None:
+        alternative = next((name for name in ("valid", "dev", "test") if name in raw and name != data.train_split), None)
+        validation = raw[alternative] if alternative is not None else None
+    if validation is not None:
+        return DatasetDict(train=train, validation=validation)
+    if isinstance(train, IterableDataset):
+        held_out = max(1, int(data.max_eval_samples or 1000))
+        return DatasetDict(train=train.skip(held_out), validation=train.take(held_out))
+    if len(train) < 2:
+        raise RecipeError("The training data needs at least 2 examples to carve off a validation split.")
+    split = train.train_test_split(test_size=data.validation_split_percentage / 100, seed=seed)
+    return DatasetDict(train=split["train"], validation=split["test"])
+
+
+def load_files(paths: list[str], streaming: bool = False):
+    """The rows of local files of one format (text, jsonl/json, csv, parquet), all of them, as one split."""
+    builders = {builder_for(path) for path in paths}
+    if len(builders) > 1:
+        raise RecipeError(f"The files {paths} must be of the same format.")
+    for path in paths:
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            raise RecipeError(f"{path} is empty: it holds no examples.")
+    try:
+        return datasets.load_dataset(builders.pop(), data_files={"train": list(paths)}, streaming=streaming)["train"]
+    except (ValueError, StopIteration, datasets.exceptions.DatasetGenerationError) as error:
+        raise RecipeError(f"Cannot read {paths}: {error}") from None
+
+
 def load_raw(data: DataArgs, seed: int = 0) -> DatasetDict:
     """Train and validation splits, as the recipe's data section describes them."""
     for key in ("train_file", "validation_file"):
         path = getattr(data, key)
         if path is not None and os.path.isfile(path) and os.path.getsize(path) == 0:
             raise RecipeError(f"data.{key}: {path} is empty: it holds no examples.")
+    if data.train_file is not None:
+        for key in ("train_split", "validation_split"):
+            if getattr(data, key) != getattr(DataArgs, key):
+                raise RecipeError(f"data.{key} names a split of data.dataset_name; with data.train_file the files "
+                                  f"are the splits (data.validation_file for validation).")
+    elif data.validation_file is not None and data.validation_split != DataArgs.validation_split:
+        raise RecipeError("data.validation_split and data.validation_file both choose the validation data; give one.")
+    validation = None
     try:
         if data.train_file is not None:
             files = {"train": data.train_file}
@@ -63,10 +153,10 @@ def load_raw(data: DataArgs, seed: int = 0) -> DatasetDict:
         elif data.dataset_name.startswith("hf_llm:"):
             raw = load_bundled(data.dataset_name.split(":", 1)[1])
         else:
-            raw = datasets.load_dataset(data.dataset_name, data.dataset_config, streaming=data.streaming)
+            raw = load_named(data)
             if data.validation_file is not None:
-                validation = datasets.load_dataset(builder_for(data.validation_file), data_files={"validation": data.validation_file})
-                raw["validation"] = validation["validation"]
+                validation = datasets.load_dataset(builder_for(data.validation_file),
+                                                   data_files={"validation": data.validation_file})["validation"]
     except RecipeError:
         raise
     except (FileNotFoundError, ConnectionError, OSError) as error:
@@ -74,23 +164,7 @@ def load_raw(data: DataArgs, seed: int = 0) -> DatasetDict:
     except (ValueError, StopIteration, datasets.exceptions.DatasetGenerationError) as error:
         raise RecipeError(f"Cannot read the data ({data.train_file or data.dataset_name}): {error}") from None
 
-    if "train" not in raw:
-        raise RecipeError(f"The dataset has no 'train' split (splits: {list(raw)}).")
-    if "validation" not in raw:
-        for alternative in ("valid", "dev", "test"):
-            if alternative in raw:
-                raw["validation"] = raw[alternative]
-                break
-    if "validation" not in raw:
-        if isinstance(raw["train"], IterableDataset):
-            held_out = max(1, int(data.max_eval_samples or 1000))
-            raw = DatasetDict(train=raw["train"].skip(held_out), validation=raw["train"].take(held_out))
-        else:
-            if len(raw["train"]) < 2:
-                raise RecipeError("The training data needs at least 2 examples to carve off a validation split.")
-            split = raw["train"].train_test_split(test_size=data.validation_split_percentage / 100, seed=seed)
-            raw = DatasetDict(train=split["train"], validation=split["test"])
-    raw = DatasetDict(train=raw["train"], validation=raw["validation"])
+    raw = select_splits(raw, data, seed, validation)
     if data.max_train_samples is not None:
         raw["train"] = limit(raw["train"], data.max_train_samples)
     if data.max_eval_samples is not None:

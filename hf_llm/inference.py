@@ -5,7 +5,8 @@ at the end of training and the seq2seq pipelines all do:
 
 - a causal LM continues the prompt's tokens (no special tokens added); the text returned is what follows it;
 - an encoder-decoder reads the source as in training — the task prefix saved in `config.task_specific_params`,
-  the text, then EOS — and the text returned is the whole output;
+  the text, then EOS (added by the tokenizer's post-processor, or here for a tokenizer without one) — and the
+  text returned is the whole output;
 - a model that reads at most `config.max_input_positions` tokens (learned positions) is given the prompt's
   last tokens that fit, with a warning;
 - a chat is rendered by the tokenizer's chat template with the generation prompt; the reply is the new text.
@@ -19,6 +20,7 @@ import os
 import torch
 
 from .recipe_schema import RecipeError
+from .tokenizer import ends_with_eos
 
 logger = logging.getLogger("hf_llm")
 
@@ -56,9 +58,16 @@ def load_model_and_tokenizer(model_dir: str):
 
 
 def encode_sources(tokenizer, texts: list[str], prefix: str = "", max_length: int | None = None) -> list[list[int]]:
-    """Token ids of seq2seq sources, each ending with EOS (what the seq2seq tasks train on)."""
+    """Token ids of seq2seq sources (and targets), each ending with one EOS, as the seq2seq tasks train: the
+    tokenizer's own `tokenizer(prefix + text)` where it ends texts with EOS (an hf_llm tokenizer trained for a
+    seq2seq run, Marian's, T5's), else the text's ids and EOS appended (hf_llm tokenizers saved before the
+    post-processor, or trained for another task)."""
+    texts = [prefix + (t or "") for t in texts]
+    if ends_with_eos(tokenizer):
+        kwargs = {"truncation": True, "max_length": max_length} if max_length else {}
+        return tokenizer(texts, **kwargs)["input_ids"]
     kwargs = {"truncation": True, "max_length": max_length - 1} if max_length else {}
-    ids = tokenizer([prefix + (t or "") for t in texts], add_special_tokens=False, **kwargs)["input_ids"]
+    ids = tokenizer(texts, add_special_tokens=False, **kwargs)["input_ids"]
     return [x + [tokenizer.eos_token_id] for x in ids]
 
 

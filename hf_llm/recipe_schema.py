@@ -49,13 +49,23 @@ class TokenizerArgs:
     name_or_path: str | None = None  # an existing tokenizer; otherwise one is trained on the training text
     vocab_size: int = 8192
     min_frequency: int = 2
+    # Train the tokenizer on the first N training examples (all of them when None; a streamed dataset has no
+    # end to reach, so it reads STREAMED_TOKENIZER_EXAMPLES when None).
     max_training_documents: int | None = None
 
 
 @dataclass
 class DataArgs:
-    dataset_name: str | None = None  # a Hub dataset, or "hf_llm:<name>" for a bundled one
-    dataset_config: str | None = None
+    # A Hub dataset, a local folder laid out like one (data/<split>-00000-of-00001.parquet, ...), a folder
+    # written by `save_to_disk`, or "hf_llm:<name>" for a bundled one.
+    dataset_name: str | None = None
+    dataset_config_name: str | None = None  # the dataset's configuration (run_clm's name), e.g. "3.0.0"
+    dataset_config: str | None = None  # the same; an older name kept as an alias
+    dataset_revision: str | None = None  # a branch, tag or commit of a Hub dataset, e.g. "refs/convert/parquet"
+    # The splits to train and validate on (e.g. "train_sft" / "test_sft"). Without a "validation" split the first
+    # of "valid", "dev", "test" is used, else validation_split_percentage of the train split is carved off.
+    train_split: str = "train"
+    validation_split: str = "validation"
     train_file: str | None = None
     validation_file: str | None = None
     text_column: str | None = None  # default: the task's ("text"; "document" for summarization)
@@ -75,6 +85,18 @@ class DataArgs:
     messages_column: str = "messages"
     max_source_length: int = 256
     max_target_length: int = 128
+
+    def __post_init__(self) -> None:
+        if (self.dataset_config is not None and self.dataset_config_name is not None
+                and self.dataset_config != self.dataset_config_name):
+            raise RecipeError(f"data.dataset_config_name={self.dataset_config_name!r} and data.dataset_config="
+                              f"{self.dataset_config!r} name two configurations; give one (dataset_config is an "
+                              "alias of dataset_config_name).")
+
+    @property
+    def config_name(self) -> str | None:
+        """The dataset configuration, whichever of `dataset_config_name` / `dataset_config` gave it."""
+        return self.dataset_config_name if self.dataset_config_name is not None else self.dataset_config
 
 
 @dataclass

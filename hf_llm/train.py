@@ -94,7 +94,7 @@ def run(recipe: Recipe, overwrite: bool = False) -> dict[str, Any]:
 
     raw = load_raw(recipe.data, seed)
     task.check_data(recipe, raw)
-    tokenizer = tokenizer_for(recipe, raw["train"], task.training_texts(recipe, raw))
+    tokenizer = tokenizer_for(recipe, raw["train"], task.training_texts(recipe, raw), task.tokenizer_ends_with_eos)
     model, warm_report = task.build_model(recipe, tokenizer, raw)
     recipe = fit_to_model(recipe, task, model)
     if resume:

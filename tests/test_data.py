@@ -111,3 +111,97 @@ def test_embedded_corpus_is_deduplicated_and_split_by_module():
     files = corpus.corpus_files()
     with open(files["validation"]) as f:
         assert sum(1 for _ in f) == len(splits["validation"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Datasets as they are on the Hub, laid out locally (no network): sharded Parquet files under data/,
+# configurations declared in the README, custom split names, save_to_disk folders, loading scripts.
+def write_parquet(path, rows, features=None):
+    from datasets import Dataset
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Dataset.from_list(rows, features=features).to_parquet(str(path))
+
+
+def hub_folder(tmp_path, splits: dict[str, list[list[dict]]]):
+    """A dataset folder as the Hub lays one out: data/<split>-0000i-of-0000n.parquet for each shard."""
+    folder = tmp_path / "hub_dataset"
+    for split, shards in splits.items():
+        for i, rows in enumerate(shards):
+            write_parquet(folder / "data" / f"{split}-{i:05d}-of-{len(shards):05d}.parquet", rows)
+    return str(folder)
+
+
+def test_a_folder_laid_out_like_the_hub_loads_every_shard_and_names_its_splits(tmp_path):
+    folder = hub_folder(tmp_path, {"train": [ROWS[:10], ROWS[10:30]], "validation": [ROWS[30:]]})
+    raw = load_raw(DataArgs(dataset_name=folder, train_split="train", validation_split="validation"))
+    assert sorted(raw["train"]["text"]) == sorted(r["text"] for r in ROWS[:30]), "both train shards"
+    assert raw["validation"]["text"] == [r["text"] for r in ROWS[30:]], "the validation split as it is"
+    with pytest.raises(RecipeError, match=r"data.train_split='train_sft': the dataset has no such split; its "
+                                          r"splits are \['train', 'validation'\]"):
+        load_raw(DataArgs(dataset_name=folder, train_split="train_sft"))
+    with pytest.raises(RecipeError, match=r"data.validation_split='dev': the dataset has no such split"):
+        load_raw(DataArgs(dataset_name=folder, validation_split="dev"))
+    with pytest.raises(RecipeError, match=r"data.train_split names a split of data.dataset_name"):
+        load_raw(DataArgs(train_file=write_rows(tmp_path / "t.jsonl", ROWS), train_split="train_sft"))
+
+
+def test_custom_split_names_are_chosen_by_the_split_keys(tmp_path):
+    """HuggingFaceH4/ultrachat_200k's layout: train_sft / test_sft, no 'train' split."""
+    folder = hub_folder(tmp_path, {"train_sft": [ROWS[:30]], "test_sft": [ROWS[30:]]})
+    with pytest.raises(RecipeError, match=r"data.train_split='train'.*splits are \['test_sft', 'train_sft'\]"):
+        load_raw(DataArgs(dataset_name=folder))
+    raw = load_raw(DataArgs(dataset_name=folder, train_split="train_sft", validation_split="test_sft"))
+    assert (len(raw["train"]), raw["validation"]["text"]) == (30, [r["text"] for r in ROWS[30:]])
+    # Without a validation split named, today's fallbacks: "valid", "dev", "test", else a carved-off share.
+    carved = load_raw(DataArgs(dataset_name=folder, train_split="train_sft", validation_split_percentage=10))
+    assert (len(carved["train"]), len(carved["validation"])) == (27, 3)
+    with_test = hub_folder(tmp_path / "t", {"train": [ROWS[:30]], "test": [ROWS[30:]]})
+    assert load_raw(DataArgs(dataset_name=with_test))["validation"]["text"] == [r["text"] for r in ROWS[30:]]
+
+
+def test_a_configuration_is_chosen_by_dataset_config_name_or_its_alias(tmp_path):
+    folder = tmp_path / "pairs"
+    for config, rows in (("en-fr", ROWS[:10]), ("en-de", ROWS[10:40])):
+        write_parquet(folder / config / "train-00000-of-00001.parquet", rows)
+    (folder / "README.md").write_text(
+        "---\nconfigs:\n" + "".join(f"- config_name: {c}\n  data_files:\n  - split: train\n    path: {c}/train-*\n"
+                                    for c in ("en-fr", "en-de")) + "---\n")
+    for key in ("dataset_config_name", "dataset_config"):
+        raw = load_raw(DataArgs(dataset_name=str(folder), **{key: "en-de"}, validation_split_percentage=10))
+        assert len(raw["train"]) + len(raw["validation"]) == 30, key
+    assert len(load_raw(DataArgs(dataset_name=str(folder), dataset_config_name="en-fr",
+                                 dataset_config="en-fr"))["train"]) == 9
+    with pytest.raises(RecipeError, match=r"data.dataset_config_name='en-fr' and data.dataset_config='en-de' name "
+                                          r"two configurations; give one"):
+        DataArgs(dataset_name=str(folder), dataset_config_name="en-fr", dataset_config="en-de")
+    with pytest.raises(RecipeError, match=r"Config name is missing"):
+        load_raw(DataArgs(dataset_name=str(folder)))
+
+
+def test_save_to_disk_folders_load_with_their_splits(tmp_path):
+    from datasets import Dataset, DatasetDict, IterableDataset
+
+    DatasetDict(train_sft=Dataset.from_list(ROWS[:30]), test_sft=Dataset.from_list(ROWS[30:])).save_to_disk(
+        str(tmp_path / "saved_dict"))
+    raw = load_raw(DataArgs(dataset_name=str(tmp_path / "saved_dict"), train_split="train_sft", validation_split="test_sft"))
+    assert (len(raw["train"]), len(raw["validation"])) == (30, 10)
+    streamed = load_raw(DataArgs(dataset_name=str(tmp_path / "saved_dict"), train_split="train_sft",
+                                 validation_split="test_sft", streaming=True))
+    assert isinstance(streamed["train"], IterableDataset)
+    assert [row["text"] for row in streamed["validation"]] == [r["text"] for r in ROWS[30:]]
+    Dataset.from_list(ROWS).save_to_disk(str(tmp_path / "saved_one"))  # one Dataset: its rows are the train split
+    raw = load_raw(DataArgs(dataset_name=str(tmp_path / "saved_one"), validation_split_percentage=10))
+    assert (len(raw["train"]), len(raw["validation"])) == (36, 4)
+
+
+def test_a_dataset_that_needs_a_loading_script_is_one_clear_error(tmp_path, monkeypatch):
+    """The Hub keeps a script dataset as <name>/<name>.py (iwslt2017/iwslt2017.py); datasets 4 runs none."""
+    folder = tmp_path / "iwslt2017"
+    folder.mkdir()
+    (folder / "iwslt2017.py").write_text("import datasets\n\nclass Iwslt2017(datasets.GeneratorBasedBuilder):\n    pass\n")
+    monkeypatch.chdir(tmp_path)
+    for streaming in (False, True):
+        with pytest.raises(RecipeError, match=r"data.dataset_name='iwslt2017' needs a loading script .*"
+                                              r"data.dataset_revision=refs/convert/parquet.*data.train_file"):
+            load_raw(DataArgs(dataset_name="iwslt2017", dataset_config_name="iwslt2017-en-fr", streaming=streaming))

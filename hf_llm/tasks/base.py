@@ -14,7 +14,7 @@ from collections.abc import Callable
 from transformers import AutoModelForCausalLM, TrainingArguments
 
 from ..models import build_model
-from ..recipe_schema import Recipe
+from ..recipe_schema import Recipe, RecipeError
 from ..trainers import HfLlmTrainer
 
 
@@ -26,6 +26,11 @@ class Task:
     arguments_class: type = TrainingArguments
     # True: always an encoder-decoder; False: always decoder-only; None: as the recipe (or checkpoint) says.
     is_encoder_decoder: bool | None = False
+    # A tokenizer trained for the run ends every text with EOS (its post-processor), as the task's training
+    # sequences do, so that `tokenizer(text)` gives the training ids; False: it adds nothing.
+    tokenizer_ends_with_eos = False
+    # Trains on a streamed dataset (`data.streaming`: an IterableDataset, read once, no length).
+    streams = False
     # `generation.do_sample` when the recipe does not say.
     samples_by_default = False
     # Training: the Trainer class and the checkpoint kept by `load_best_model_at_end` (`metric_for_best_model`).
@@ -45,6 +50,11 @@ class Task:
     # ---- the run outline, step by step ----
     def check_recipe(self, recipe: Recipe) -> None:
         """Task-specific checks of a recipe, before anything runs (RecipeError)."""
+        if recipe.data.streaming and not self.streams:
+            raise RecipeError(
+                f"data.streaming=true: the {self.name} task reads its training data whole (its columns, labels or "
+                f"conversations are checked and mapped in memory), so it cannot stream; set data.streaming=false "
+                f"(data.max_train_samples bounds a large dataset). Pretraining (task causal_lm) streams.")
 
     def check_data(self, recipe: Recipe, raw) -> None:
         """The data has what the task reads (columns, rows), or RecipeError naming the fix."""

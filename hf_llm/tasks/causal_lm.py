@@ -22,6 +22,7 @@ class CausalLMTask(Task):
     name = "causal_lm"
     default_dataset = "hf_llm:python_docs"
     is_encoder_decoder = False
+    streams = True  # documents are tokenised and sliced as they come
     samples_by_default = True
     best_metric = "loss"
     reports_perplexity = True
@@ -32,6 +33,7 @@ class CausalLMTask(Task):
     display_name = "Causal language modeling"
 
     def check_recipe(self, recipe: Recipe) -> None:
+        super().check_recipe(recipe)
         asked = recipe.model.config.get("is_encoder_decoder")
         if asked is None and recipe.model.preset is not None:
             asked = PRESETS.get(recipe.model.preset, {}).get("is_encoder_decoder")

@@ -17,7 +17,6 @@ from ..recipe_schema import Recipe, RecipeError, build_config
 from ..tokenizer import ensure_chat_template, special_token_ids
 from ..trainers import HfLlmSeq2SeqTrainer
 from .base import Task
-from .seq2seq import seq2seq_usage
 
 ROLES = ("system", "user", "assistant")
 
@@ -136,7 +135,13 @@ class DialogueTask(Task):
         return "Short assistant replies in the style of its training conversations."
 
     def usage_snippet(self, config, repo_id: str) -> str:
-        if config.is_encoder_decoder:
-            return seq2seq_usage(repo_id, "text2text-generation")
+        if config.is_encoder_decoder:  # the source is the chat so far, rendered by the chat template
+            return (f'from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n\n'
+                    f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")\n'
+                    f'model = AutoModelForSeq2SeqLM.from_pretrained("{repo_id}", trust_remote_code=True)\n'
+                    f'chat = [{{"role": "user", "content": "Hello!"}}]\n'
+                    f'inputs = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=True, '
+                    f'return_tensors="pt")\n'
+                    f'print(tokenizer.decode(model.generate(**inputs, max_new_tokens=40)[0], skip_special_tokens=True))')
         return (f'from transformers import pipeline\n\nchat = pipeline("text-generation", model="{repo_id}", '
                 f'trust_remote_code=True)\nprint(chat([{{"role": "user", "content": "Hello!"}}], max_new_tokens=40))')

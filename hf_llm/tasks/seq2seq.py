@@ -4,7 +4,9 @@
   or plain `source` / `target` columns; optional `data.source_prefix`; sacreBLEU and chrF (+ signatures).
 - Summarization: `data.text_column` (default `document`) -> `data.summary_column` (default `summary`);
   ROUGE-1/2/L/Lsum.
-Sources and targets are truncated to `data.max_source_length` / `data.max_target_length` and end with EOS.
+Sources and targets are truncated to `data.max_source_length` / `data.max_target_length` and end with EOS: a
+tokenizer trained for the run adds it itself (its post-processor), so `tokenizer(text)` in plain transformers
+code gives the ids training used; for a tokenizer that adds none, `encode_sources` appends it.
 The final model's validation outputs are written to `generated_predictions.txt`, one line per example.
 """
 
@@ -66,12 +68,13 @@ def make_compute_metrics(score, tokenizer, num_examples: int):
 
 def seq2seq_usage(repo_id: str, pipeline_name: str) -> str:
     """The model card's usage snippet of an encoder-decoder."""
-    return (f'import torch\nfrom transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n\n'
+    return (f'from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n\n'
             f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")\n'
             f'model = AutoModelForSeq2SeqLM.from_pretrained("{repo_id}", trust_remote_code=True)\n'
-            f'# sources end with EOS, as in training (with hf_llm installed: pipeline("{pipeline_name}", model=...))\n'
-            f'ids = tokenizer("Your text", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]\n'
-            f'output = model.generate(torch.tensor([ids]), num_beams=4)\n'
+            f'# the tokenizer ends the source with EOS, as in training (with hf_llm installed: '
+            f'pipeline("{pipeline_name}", model=...))\n'
+            f'inputs = tokenizer("Your text", return_tensors="pt")\n'
+            f'output = model.generate(**inputs, num_beams=4)\n'
             f'print(tokenizer.decode(output[0], skip_special_tokens=True))')
 
 
@@ -92,6 +95,7 @@ class Seq2SeqTask(Task):
     """What translation and summarization share: pairs of texts, a seq2seq model, scores on generated text."""
 
     is_encoder_decoder = True
+    tokenizer_ends_with_eos = True  # sources and targets end with EOS
     arguments_class = Seq2SeqTrainingArguments
     trainer_class = HfLlmSeq2SeqTrainer
     reports_perplexity = True
