@@ -94,3 +94,10 @@ def test_the_machines_catalogs_load_as_a_bundled_dataset():
         assert not train & {p["en"].lower() for p in data[split]["translation"]}
     first, second, _ = held_out_splits("fr")
     assert [r["source"] for r in gettext_corpus.pick_validation(first, second)[0]] == [p["en"] for p in data["validation"]["translation"]]
+
+
+def test_a_model_card_names_the_catalogs_and_their_licences():
+    from hf_llm.cards import data_description
+
+    long, _, hub_id = data_description({"data": {"dataset_name": "hf_llm:gettext_en_fr"}})
+    assert "gettext catalogs" in long and "licence" in long and hub_id is None
