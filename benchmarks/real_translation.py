@@ -6,8 +6,10 @@
     python benchmarks/real_translation.py train --model marian ...
 
 Data: msgid -> msgstr pairs of /usr/share/locale/fr/LC_MESSAGES/*.mo (singular entries, no header, deduplicated,
-no pairs that are mostly format codes, markup or very long). Validation and test are whole catalogs (held out
-BY CATALOG, never random rows), so no sentence of a test catalog was seen in training.
+no pairs that are mostly format codes, markup or very long), built by the package's hf_llm/gettext_corpus.py (the
+bundled dataset `hf_llm:gettext_en_fr`). Validation and test are whole catalogs (held out BY CATALOG, never random
+rows), so no sentence of a test catalog was seen in training. mt_test300.jsonl (the 300 pairs recipe_table.py
+validated on) is `hf_llm:gettext_en_fr`'s validation split: 300 pairs of mt_test.jsonl, shuffled with seed 0.
 Summarization (`--task summarization`): Python standard-library docstrings, body -> first line (what the
 bundled demo does, but built from this machine's stdlib so it is real text), held out by module.
 
@@ -18,10 +20,7 @@ logged loss and gradient norm (before clipping) are kept in the output JSON.
 from __future__ import annotations
 
 import argparse
-import gettext
-import glob
 import json
-import math
 import os
 import random
 import re
@@ -30,55 +29,18 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "real_data")
-HELD_OUT = {  # whole catalogs
-    "validation": ["gnupg2.mo", "coreutils.mo"],
-    "test": ["tar.mo", "diffutils.mo", "findutils.mo", "sed.mo", "grep.mo", "wget.mo", "bash.mo"],
-}
-
-
-def clean(text: str) -> str:
-    return re.sub(r"\s+", " ", text.replace("&", "").replace("_", " ")).strip()
-
-
-def usable(source: str, target: str) -> bool:
-    if not (3 <= len(source) <= 100 and 3 <= len(target) <= 140) or source == target:
-        return False
-    letters = sum(c.isalpha() for c in source)
-    if letters < 0.6 * len(source) or len(source.split()) < 2:
-        return False
-    if source.count("%") + source.count("{") + source.count("<") > 2:
-        return False
-    return True
 
 
 def build_translation() -> dict:
-    by_catalog = {}
-    for path in sorted(glob.glob("/usr/share/locale/fr/LC_MESSAGES/*.mo")):
-        try:
-            catalog = gettext.GNUTranslations(open(path, "rb"))._catalog
-        except Exception:
-            continue
-        pairs = []
-        for key, value in catalog.items():
-            if not isinstance(key, str) or not key or not isinstance(value, str):
-                continue  # plural entries are (msgid, n) tuples; the header has the empty id
-            source, target = clean(key.split("\x04")[-1]), clean(value)
-            if usable(source, target):
-                pairs.append((source, target))
-        by_catalog[os.path.basename(path)] = pairs
-    held = {name for names in HELD_OUT.values() for name in names}
-    splits, seen = {}, set()
-    for split, names in [("test", HELD_OUT["test"]), ("validation", HELD_OUT["validation"]),
-                         ("train", [n for n in by_catalog if n not in held])]:
-        rows = []
-        for name in names:
-            for source, target in by_catalog.get(name, []):
-                if source.lower() in seen:
-                    continue  # dedupe; held-out sources never reappear in train
-                seen.add(source.lower())
-                rows.append({"source": source, "target": target, "catalog": name})
-        splits[split] = rows
-    return splits
+    """The package's gettext corpus (hf_llm/gettext_corpus.py) as whole-catalog splits: test = the seven catalogs
+    that `hf_llm:gettext_en_fr` draws its validation from, validation = gnupg2 and coreutils, train = the rest;
+    test300 = 300 pairs of test (seed 0), the validation split of `hf_llm:gettext_en_fr` and of recipe_table.py."""
+    sys.path.insert(0, os.path.dirname(HERE))
+    from hf_llm.gettext_corpus import held_out_splits, pick_validation
+
+    first, second, train = held_out_splits("fr")
+    return {"test": first, "validation": second, "train": train,
+            "test300": pick_validation(first, second)[0]}  # hf_llm:gettext_en_fr's validation split
 
 
 def build_summarization() -> dict:
@@ -143,7 +105,6 @@ def main_train(args) -> dict:
 
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import numpy as np
     from datasets import Dataset
     from transformers import (DataCollatorForSeq2Seq, GenerationConfig, MarianConfig, MarianMTModel,
                               Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback, set_seed)
@@ -340,8 +301,8 @@ def main():
     parser.add_argument("--save-model", default=None, help="save the trained model and tokenizer to this folder")
     args = parser.parse_args()
     if args.command == "data":
-        write(build_translation(), "mt")
-        write(build_summarization(), "sum")
+        write(build_summarization(), "sum")  # first: it imports every module it finds, and what was imported before
+        write(build_translation(), "mt")     # (hf_llm, torch) would change its rows
         from hf_llm.demo_data import demo_summarization
 
         demo = demo_summarization()

@@ -44,6 +44,10 @@ def data_description(recipe: dict) -> tuple[str, str, str | None]:
     if name == "hf_llm:python_docs":
         return ("the docstrings and help topics of the Python standard library (hf_llm's embedded corpus, "
                 "PSF License v2)", "Python standard-library documentation", None)
+    if name and name.startswith("hf_llm:gettext_"):
+        long = (f"the user-interface messages of the training machine's gettext catalogs and their translations "
+                f"(`{name}`; the programs' translators' work, under each program's licence, mostly GPL / LGPL)")
+        return long, "gettext catalog messages", None
     if name and name.startswith("hf_llm:"):
         return f"hf_llm's bundled demo data `{name}`", f"the demo data {name}", None
     if name and os.path.isdir(os.path.expanduser(name)):  # a local dataset folder, not a Hub id

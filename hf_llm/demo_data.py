@@ -2,6 +2,9 @@
 
 All are deterministic (seeded) and offline; recipes load them as `data.dataset_name: "hf_llm:<name>"`.
 
+- `gettext_en_fr` (and `gettext_en_de`, `_es`, ... : `gettext_corpus.LANGUAGES`): real English -> French pairs,
+  the user-interface messages of the machine's gettext catalogs (/usr/share/locale/fr/LC_MESSAGES/*.mo), held
+  out by catalog; built at load time by `gettext_corpus.gettext_translation` (the default of translation_tiny).
 - `demo_translation`: English -> French sentences from a small hand-written grammar (numbers with gender,
   adjectives that agree and move — "three small red cars" -> "trois petites voitures rouges" — articles
   with elision, five sentence frames). Rows in HF's format `{"translation": {"en": ..., "fr": ...}}`.
@@ -16,8 +19,11 @@ All are deterministic (seeded) and offline; recipes load them as `data.dataset_n
 from __future__ import annotations
 
 import random
+from functools import partial
 
 from datasets import Dataset, DatasetDict
+
+from .gettext_corpus import LANGUAGES, gettext_translation
 
 # --------------------------------------------------------------------------------------------------
 # English -> French
@@ -198,6 +204,7 @@ def demo_sentiment(train: int = 3000, validation: int = 300, seed: int = 0) -> D
 
 
 DEMO_DATASETS = {
+    **{f"gettext_en_{lang}": partial(gettext_translation, lang) for lang in LANGUAGES},
     "demo_translation": demo_translation,
     "demo_summarization": demo_summarization,
     "demo_dialogue": demo_dialogue,

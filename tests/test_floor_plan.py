@@ -14,8 +14,9 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "hf_llm"
 # Module -> floor. A module may import from its own floor or a lower one.
 FLOORS = {
     "modeling": 0,
-    "presets": 1, "corpus": 1, "demo_data": 1, "recipe_schema": 1, "data": 1, "tokenizer": 1, "models": 1,
-    "trainers": 1, "outputs": 1, "inference": 1, "averaging": 1, "pipelines": 1, "resources": 1, "hf_llm": 1,
+    "presets": 1, "corpus": 1, "gettext_corpus": 1, "demo_data": 1, "recipe_schema": 1, "data": 1, "tokenizer": 1,
+    "models": 1, "trainers": 1, "outputs": 1, "inference": 1, "averaging": 1, "pipelines": 1, "resources": 1,
+    "hf_llm": 1,
     "tasks": 2, "tasks.base": 2, "tasks.causal_lm": 2, "tasks.seq2seq": 2, "tasks.dialogue": 2,
     "tasks.classification": 2, "tasks.metrics": 2,
     "recipes": 3, "cards": 3, "train": 3,
