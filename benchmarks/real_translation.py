@@ -76,7 +76,6 @@ def build_summarization() -> dict:
     total = sum(len(by_module[m]) for m in modules)
     seen = set()
     for module in modules:
-        size = sum(len(v) for v in splits.values())
         split = "test" if len(splits["test"]) < 0.1 * total else "validation" if len(splits["validation"]) < 0.05 * total else "train"
         for row in by_module[module]:
             if row["document"] in seen:
