@@ -47,37 +47,53 @@ def command_train(args) -> int:
 
 def command_generate(args) -> int:
     import torch
+    from transformers import TextStreamer
 
-    from .inference import generate_text, load_model_and_tokenizer
+    from .inference import generate_texts, load_model_and_tokenizer
     from .recipes import RecipeError
 
-    model, tokenizer = load_model_and_tokenizer(args.model_dir)
-    if args.max_new_tokens is not None and args.max_new_tokens <= 0:
-        raise RecipeError(f"--max-new-tokens must be positive, got {args.max_new_tokens}.")
-    if args.num_beams is not None and args.num_beams <= 0:
-        raise RecipeError(f"--num-beams must be positive, got {args.num_beams}.")
-    kwargs = {k: v for k, v in dict(
-        max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p,
-    ).items() if v is not None}
+    for name in ("max_new_tokens", "num_beams", "num_return_sequences"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            raise RecipeError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
+    model, tokenizer = load_model_and_tokenizer(args.model_dir, device=args.device, dtype=args.dtype)
+    kwargs = {k: v for k, v in {
+        "max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams, "temperature": args.temperature,
+        "top_k": args.top_k, "top_p": args.top_p, "repetition_penalty": args.repetition_penalty,
+        "num_return_sequences": args.num_return_sequences,
+    }.items() if v is not None}
     if args.do_sample is not None:
         kwargs["do_sample"] = args.do_sample
     torch.manual_seed(args.seed)
-    text = generate_text(model, tokenizer, args.prompt, **kwargs)
-    print(text if model.config.is_encoder_decoder else args.prompt + text)
+    one = kwargs.get("num_beams", model.generation_config.num_beams or 1) == 1 and kwargs.get("num_return_sequences", 1) == 1
+    if args.stream and not one:
+        raise RecipeError("--stream prints one sequence as it is generated: it needs --num-beams 1 and "
+                          "--num-return-sequences 1.")
+    prompt = "" if model.config.is_encoder_decoder else args.prompt
+    if one and args.stream is not False:  # tokens printed as they come (transformers' TextStreamer)
+        print(prompt, end="", flush=True)
+        generate_texts(model, tokenizer, args.prompt, streamer=TextStreamer(tokenizer, skip_prompt=True,
+                                                                             skip_special_tokens=True), **kwargs)
+        return 0
+    texts = generate_texts(model, tokenizer, args.prompt, **kwargs)
+    for number, text in enumerate(texts, 1):
+        if len(texts) > 1:
+            print(f"--- {number} ---")
+        print(prompt + text)
     return 0
 
 
 def command_chat(args) -> int:
-    """An interactive conversation in the terminal; /reset starts over, /exit or end of input quits."""
+    """An interactive conversation in the terminal; /reset starts over, /exit or end of input quits. The reply is
+    printed as it is generated."""
+    from transformers import TextStreamer
+
     from .inference import chat_reply, load_model_and_tokenizer
     from .tokenizer import ensure_chat_template
 
-    model, tokenizer = load_model_and_tokenizer(args.model_dir)
+    model, tokenizer = load_model_and_tokenizer(args.model_dir, device=args.device, dtype=args.dtype)
     ensure_chat_template(tokenizer)
-    kwargs = {"max_new_tokens": args.max_new_tokens}
-    if args.do_sample is not None:
-        kwargs["do_sample"] = args.do_sample
+    kwargs = {k: v for k, v in {"max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample,
+                                "repetition_penalty": args.repetition_penalty}.items() if v is not None}
     messages = [{"role": "system", "content": args.system}] if args.system else []
     interactive = sys.stdin.isatty()
     print("Chatting with", args.model_dir, "- /reset to start over, /exit to quit.")
@@ -94,9 +110,12 @@ def command_chat(args) -> int:
         if not line.strip():
             continue
         messages.append({"role": "user", "content": line})
-        answer = chat_reply(model, tokenizer, messages, **kwargs)
+        print("assistant> ", end="", flush=True)
+        streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if args.stream else None
+        answer = chat_reply(model, tokenizer, messages, streamer=streamer, **kwargs)
+        if streamer is None:
+            print(answer, flush=True)
         messages.append({"role": "assistant", "content": answer})
-        print(f"assistant> {answer}", flush=True)
     return 0
 
 
@@ -178,6 +197,12 @@ def command_recipes(args) -> int:
     return 0
 
 
+def add_device_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, mps, or auto (the GPU if any)")
+    command.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                         help="the weights' dtype (default: as saved)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-llm", description="Train, evaluate and use recurrent, convolutional and Transformer language "
@@ -203,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--top-k", type=int, default=None)
     generate.add_argument("--top-p", type=float, default=None)
     generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--repetition-penalty", type=float, default=None)
+    generate.add_argument("--num-return-sequences", type=int, default=None)
+    generate.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                          help="print tokens as they come (the default for one sequence without beams)")
+    add_device_options(generate)
     generate.set_defaults(handler=command_generate)
 
     chat = commands.add_parser("chat", help="talk to a dialogue model in the terminal")
@@ -210,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", default=None, help="a system message to start the conversation with")
     chat.add_argument("--max-new-tokens", type=int, default=64)
     chat.add_argument("--do-sample", action=argparse.BooleanOptionalAction, default=None)
+    chat.add_argument("--repetition-penalty", type=float, default=None)
+    chat.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
+                      help="print the reply as it is generated")
+    add_device_options(chat)
     chat.set_defaults(handler=command_chat)
 
     evaluate = commands.add_parser(

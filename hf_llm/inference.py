@@ -19,15 +19,17 @@ import os
 
 import torch
 
-from .recipe_schema import RecipeError
+from .recipe_schema import DTYPES, RecipeError
 from .tokenizer import ends_with_eos
 
 logger = logging.getLogger("hf_llm")
 
 
-def load_model_and_tokenizer(model_dir: str):
+def load_model_and_tokenizer(model_dir: str, device: str | None = None, dtype: str | None = None):
     """The model (through the Auto class its config names: causal LM, seq2seq or classifier) and tokenizer of a
-    folder written by `hf-llm train` (or `save_pretrained`), in eval mode; safetensors only."""
+    folder written by `hf-llm train` (or `save_pretrained`), in eval mode; safetensors only. `device`: where the
+    model runs (`cpu`, `cuda`, `cuda:1`, `mps`; `auto`: the GPU if there is one); `dtype`: its weights' dtype
+    (float32, bfloat16, float16; default: as saved)."""
     import hf_llm  # noqa: F401  (registers the Auto classes)
     from transformers import (
         AutoConfig,
@@ -41,15 +43,25 @@ def load_model_and_tokenizer(model_dir: str):
         raise RecipeError(f"Model folder not found: {model_dir}")
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         raise RecipeError(f"{model_dir} holds no config.json: not a saved model (train one with `hf-llm train`).")
+    if dtype is not None and dtype not in DTYPES:
+        raise RecipeError(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}.")
     try:
         config = AutoConfig.from_pretrained(model_dir)
         if any(name.endswith("ForSequenceClassification") for name in config.architectures or []):
             auto = AutoModelForSequenceClassification  # a classification run (hf-llm eval, averaging)
         else:
             auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-        model = auto.from_pretrained(model_dir, use_safetensors=True).eval()  # never unpickle weights
+        options = {"dtype": getattr(torch, dtype)} if dtype else {}
+        model = auto.from_pretrained(model_dir, use_safetensors=True, **options).eval()  # never unpickle weights
     except (OSError, ValueError) as error:
         raise RecipeError(f"Cannot load the model in {model_dir}: {error}") from None
+    if device is not None:
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            model.to(device)
+        except (RuntimeError, AssertionError, ValueError) as error:  # no such device, or torch built without it
+            raise RecipeError(f"--device {device}: {error}") from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
     except (OSError, ValueError) as error:
@@ -106,23 +118,31 @@ def new_tokens(model, inputs: dict, output: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate_text(model, tokenizer, prompt: str, prefix: str | None = None, **generate_kwargs) -> str:
-    """The text the model generates for a prompt (its generation config, updated by `generate_kwargs`): a causal
-    LM's continuation (without the prompt), or a seq2seq model's output."""
+def generate_texts(model, tokenizer, prompt: str, prefix: str | None = None, streamer=None,
+                   **generate_kwargs) -> list[str]:
+    """The texts the model generates for a prompt (its generation config, updated by `generate_kwargs`;
+    `num_return_sequences` of them): a causal LM's continuations (without the prompt), or a seq2seq model's
+    outputs. A `streamer` (transformers' `TextStreamer`, ...) receives the tokens as they come."""
     budget = generate_kwargs.get("max_new_tokens") or model.generation_config.max_new_tokens or 0
     inputs = prompt_inputs(model, tokenizer, prompt, budget, prefix)
     try:
-        output = model.generate(**inputs, **generate_kwargs)
+        output = model.generate(**inputs, streamer=streamer, **generate_kwargs)
     except ValueError as error:  # generate's own argument checks
         raise RecipeError(f"generate: {error}") from None
-    return tokenizer.decode(new_tokens(model, inputs, output), skip_special_tokens=True)
+    start = 0 if model.config.is_encoder_decoder else inputs["input_ids"].shape[1]
+    return tokenizer.batch_decode(output[:, start:], skip_special_tokens=True)
+
+
+def generate_text(model, tokenizer, prompt: str, prefix: str | None = None, **generate_kwargs) -> str:
+    """The first of `generate_texts`."""
+    return generate_texts(model, tokenizer, prompt, prefix, **generate_kwargs)[0]
 
 
 @torch.no_grad()
-def chat_reply(model, tokenizer, messages: list[dict], **generate_kwargs) -> str:
+def chat_reply(model, tokenizer, messages: list[dict], streamer=None, **generate_kwargs) -> str:
     """The model's next assistant turn for a conversation (causal LM or encoder-decoder), through the
-    tokenizer's chat template."""
+    tokenizer's chat template; a `streamer` receives its tokens as they come."""
     source = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     inputs = tokenizer(source, return_tensors="pt", add_special_tokens=False).to(model.device)
-    output = model.generate(**inputs, **generate_kwargs)
+    output = model.generate(**inputs, streamer=streamer, **generate_kwargs)
     return tokenizer.decode(new_tokens(model, inputs, output), skip_special_tokens=True).strip()

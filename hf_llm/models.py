@@ -21,13 +21,10 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from .modeling.configuration_hf_llm import HfLlmConfig
 from .modeling.modeling_hf_llm import HfLlmForSeq2SeqLM
-from .recipe_schema import DataArgs, Recipe, RecipeError, build_config, generation_fields
+from .recipe_schema import DTYPES, DataArgs, Recipe, RecipeError, build_config, generation_fields
 from .tokenizer import special_token_ids
 
 logger = logging.getLogger("hf_llm")
-
-
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 def loading_options(recipe: Recipe) -> dict:

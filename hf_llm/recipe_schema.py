@@ -159,6 +159,8 @@ TRAINING_DEFAULTS = dict(report_to="none", logging_steps=10, save_total_limit=2,
 # A budget given on the command line replaces the recipe's: `training.num_train_epochs=3` on a recipe with
 # `max_steps: 800` means three epochs (for TrainingArguments, max_steps would win).
 BUDGET_KEYS = ("max_steps", "num_train_epochs")
+DTYPES = ("float32", "bfloat16", "float16")  # model.dtype, hf-llm generate --dtype
+
 TOKENIZER_DERIVED = {  # HfLlmConfig fields a recipe does not set: the tokenizer decides them
     "vocab_size": "its length; set tokenizer.vocab_size, or a tokenizer.name_or_path",
     "pad_token_id": "its pad token", "bos_token_id": "its bos token", "eos_token_id": "its eos token",

@@ -28,6 +28,7 @@ import yaml
 
 from .recipe_schema import (  # noqa: F401  (re-exported: the recipe format's names, where users import them)
     BUDGET_KEYS,
+    DTYPES,
     SECTIONS,
     TOP_LEVEL,
     TRAINING_DEFAULTS,
@@ -48,7 +49,6 @@ from .recipe_schema import (  # noqa: F401  (re-exported: the recipe format's na
     training_field_types,
     typed_value,
 )
-from .models import DTYPES
 from .resources import bundled_recipes
 from .tasks import DEFAULT_TASK, get_task
 

@@ -1,0 +1,86 @@
+"""Using a trained model from the command line: `hf-llm generate` / `hf-llm chat` print tokens as they come
+(transformers' TextStreamer) and print the same text as without streaming; sampling options, several sequences,
+the weights' dtype and the device are the user's to choose. Run folders: tests/data/run_v1 (a recurrent LM and a
+ConvS2S translation model)."""
+
+from __future__ import annotations
+
+import io
+import pathlib
+
+import pytest
+import torch
+from transformers.generation.streamers import BaseStreamer
+
+from hf_llm.cli import main
+from hf_llm.inference import generate_texts, load_model_and_tokenizer
+
+RUNS = pathlib.Path(__file__).parent / "data" / "run_v1"
+PROMPTS = {"lm": "Return the", "translation": "We have three small red cars."}
+
+
+class Recorder(BaseStreamer):
+    """What a streamer receives from generate: the prompt first (causal LM) or the decoder start, then a token at a time."""
+
+    def __init__(self):
+        self.puts: list[list[int]] = []
+        self.ended = False
+
+    def put(self, value):
+        self.puts.append(value.flatten().tolist())
+
+    def end(self):
+        self.ended = True
+
+
+@pytest.mark.parametrize("run", PROMPTS)
+def test_streamed_output_is_the_output_and_arrives_a_token_at_a_time(run, capsys):
+    folder = str(RUNS / run)
+    assert main(["generate", folder, PROMPTS[run], "--max-new-tokens", "6", "--no-stream"]) == 0
+    whole = capsys.readouterr().out
+    assert main(["generate", folder, PROMPTS[run], "--max-new-tokens", "6", "--stream"]) == 0
+    assert capsys.readouterr().out == whole
+
+    model, tokenizer = load_model_and_tokenizer(folder)
+    recorder = Recorder()
+    (text,) = generate_texts(model, tokenizer, PROMPTS[run], streamer=recorder, max_new_tokens=6, do_sample=False)
+    tokens = recorder.puts[1:]  # after the prompt / decoder start
+    assert recorder.ended and 1 <= len(tokens) <= 6 and all(len(t) == 1 for t in tokens)
+    assert tokenizer.decode(sum(tokens, []), skip_special_tokens=True) == text
+
+
+def test_several_sequences_sampling_options_dtype_and_device(capsys):
+    folder = str(RUNS / "lm")
+    assert main(["generate", folder, "Return the", "--max-new-tokens", "5", "--num-beams", "3",
+                 "--num-return-sequences", "3", "--no-do-sample"]) == 0
+    printed = capsys.readouterr().out
+    beams = [block.strip() for block in printed.split("---") if block.strip() and not block.strip().isdigit()]
+    assert printed.count("--- ") == 3 and len(set(beams)) == 3, printed
+    assert main(["generate", folder, "Return the", "--num-beams", "3", "--stream"]) == 2
+    assert "--stream prints one sequence" in capsys.readouterr().err
+
+    model, tokenizer = load_model_and_tokenizer(folder)
+    prompt = tokenizer("Return the", add_special_tokens=False)["input_ids"]
+    inputs = {"input_ids": torch.tensor([prompt]), "attention_mask": torch.ones(1, len(prompt), dtype=torch.long)}
+    new = model.generate(**inputs, max_new_tokens=8, do_sample=False, repetition_penalty=1e6)[0, len(prompt):].tolist()
+    assert len(set(new)) == len(new) and not set(new) & set(prompt), "a seen token is never chosen again"
+    assert main(["generate", folder, "Return the", "--max-new-tokens", "8", "--repetition-penalty", "1e6",
+                 "--no-stream"]) == 0
+    assert capsys.readouterr().out == "Return the" + tokenizer.decode(new, skip_special_tokens=True) + "\n"
+
+    model, _ = load_model_and_tokenizer(folder, device="cpu", dtype="bfloat16")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16} and model.device.type == "cpu"
+    assert main(["generate", folder, "Return the", "--max-new-tokens", "3", "--dtype", "bfloat16"]) == 0
+    assert capsys.readouterr().out.startswith("Return the")
+    assert main(["generate", folder, "Return the", "--device", "nowhere"]) == 2
+    assert "error: --device nowhere:" in capsys.readouterr().err
+
+
+def test_chat_streams_the_reply(monkeypatch, capsys):
+    folder = str(RUNS / "lm")  # any causal LM renders a chat through the saved chat template
+    answers = {}
+    for stream in ("--stream", "--no-stream"):
+        monkeypatch.setattr("sys.stdin", io.StringIO("What does len do?\n/exit\n"))
+        assert main(["chat", folder, "--max-new-tokens", "6", "--no-do-sample", stream]) == 0
+        answers[stream] = capsys.readouterr().out.split("assistant> ", 1)[1]
+    assert answers["--stream"].strip() == answers["--no-stream"].strip() and answers["--stream"].strip()
