@@ -202,3 +202,20 @@ def test_a_recipe_chooses_the_attention_implementation_and_the_weights_dtype(fam
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     with pytest.raises(RecipeError, match=r"model: .*attn_implementation=\"bogus\"|model: .*bogus"):
         build_model(load_recipe("quickstart", [*size, "model.attn_implementation=bogus"]), tiny_tokenizer)
+
+
+def test_every_recipe_key_the_readme_names_is_accepted():
+    """The README's claims match the code: each `section.key` it names is a key of that section."""
+    import re
+    import typing
+
+    from hf_llm.recipe_schema import SECTIONS, config_field_types, training_field_types
+    from hf_llm.tasks import TASKS
+
+    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
+    named = set(re.findall(r"\b(model|data|tokenizer|training|generation)\.([a-z_]+)\b(?!\()", readme))
+    allowed = {name: set(typing.get_type_hints(cls)) for name, cls in SECTIONS.items()}
+    allowed["model"] |= set(config_field_types())
+    allowed["training"] = set().union(*(training_field_types(task.arguments_class) for task in TASKS.values()))
+    assert len(named) > 30, "the README names the keys users set"
+    assert sorted(f"{s}.{k}" for s, k in named if k not in allowed[s]) == []
