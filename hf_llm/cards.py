@@ -65,6 +65,16 @@ def kept_checkpoint(best: dict) -> str | None:
             f"evaluations by `{best['metric_for_best_model']}` ({best['best_metric']:.4g}).")
 
 
+def saved_tokenizer(model_dir: str):
+    """The tokenizer saved in a model folder, or None."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError):
+        return None
+
+
 def build_card(model_dir: str, repo_id: str | None = None, model=None) -> ModelCard:
     """The card of a saved model folder (config, recipe.yaml, *_results.json)."""
     from transformers import AutoConfig
@@ -119,7 +129,7 @@ def build_card(model_dir: str, repo_id: str | None = None, model=None) -> ModelC
                "hf_llm makes recurrent, convolutional and Transformer models first-class Hugging Face citizens.")
     return ModelCard.from_template(
         card_data, template_str=card_template(), model_name=repo_id, summary=summary,
-        usage=task.usage_snippet(config, repo_id), architecture=architecture_rows(config, parameters),
+        usage=task.usage_snippet(config, repo_id, saved_tokenizer(model_dir)), architecture=architecture_rows(config, parameters),
         task=task.display_name, data_description=long_data, data_short=short_data, compute=compute,
         hyperparameters=hyperparameters, recipe_yaml=yaml.safe_dump(recipe, sort_keys=False) if recipe else "# not recorded\n",
         results=results, signatures=signatures, validation_size=None, intended_use=task.intended_use(config),

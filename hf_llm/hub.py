@@ -89,4 +89,5 @@ def hub_error(endpoint: str, error: Exception) -> Exception:
 def is_network_error(error: Exception) -> bool:
     """Connection refused, DNS failure, timeout, offline mode: OSError or the HTTP client's transport errors."""
     package = type(error).__module__.split(".")[0]
-    return isinstance(error, OSError) or package in ("httpx", "httpx2", "httpcore", "httpcore2", "requests", "urllib3")
+    return isinstance(error, (ConnectionError, TimeoutError)) or type(error).__name__ == "OfflineModeIsEnabled" \
+        or package in ("httpx", "httpx2", "httpcore", "httpcore2", "requests", "urllib3")

@@ -4,6 +4,7 @@ removed, the final model moved in whole, the loss curve, and which checkpoint th
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -49,15 +50,32 @@ def last_complete_checkpoint(run_dir: str | os.PathLike) -> str | None:
     return complete[-1] if complete else None
 
 
-def remove_incomplete_checkpoints(run_dir: str | os.PathLike) -> list[str]:
-    """Delete the checkpoint folders whose save did not finish (they would be taken for the last checkpoint, and
-    count against `save_total_limit`); return them. The main process only."""
-    removed = [folder for folder in checkpoint_folders(run_dir) if not is_complete_checkpoint(folder)]
+def remove_incomplete_checkpoints(run_dir: str | os.PathLike, only: str | None = None) -> list[str]:
+    """Delete the checkpoint folders whose save did not finish — `only` that one (a save that just failed), or
+    those newer than the last complete checkpoint (what a kill during a save leaves) — and return them: they
+    would be taken for the last checkpoint, and count against `save_total_limit`. The main process only."""
+    last = last_complete_checkpoint(run_dir)
+    newer = [folder for folder in checkpoint_folders(run_dir) if not is_complete_checkpoint(folder)
+             and (last is None or checkpoint_step(folder) > checkpoint_step(last))]
+    removed = [folder for folder in newer if only is None or os.path.basename(folder) == os.path.basename(only)]
     if is_main_process():
         for folder in removed:
             logger.warning("Removing %s: its save was interrupted (no complete %s).", folder, TRAINER_STATE_NAME)
             shutil.rmtree(folder, ignore_errors=True)
     return removed
+
+
+def checkpoint_step(folder: str) -> int:
+    return int(os.path.basename(folder).rsplit("-", 1)[1])
+
+
+def shared_weight_names(model) -> set[str]:
+    """The names of the weights that share their tensor with another name (tied embeddings, however deep in the
+    model): `save_pretrained` writes each such tensor once, under one of its names."""
+    by_storage: dict[int, list[str]] = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        by_storage.setdefault(tensor.data_ptr(), []).append(name)
+    return {name for names in by_storage.values() if len(names) > 1 for name in names}
 
 
 class WriteFailed(RecipeError):
@@ -69,13 +87,18 @@ def folder_size(folder: str) -> int:
     return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(folder) for name in names)
 
 
+WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM}
+
+
 def is_write_error(error: BaseException) -> bool:
-    """An OSError, or what safetensors / torch.save raise when the file system refuses a write."""
+    """The file system refused a write: an OSError with a write errno (no space, file too large, quota, read-only,
+    I/O error, no permission), or what safetensors / torch.save raise for one."""
     if isinstance(error, OSError):
-        return True
+        return error.errno in WRITE_ERRNOS
     text = str(error)
-    return type(error).__name__ == "SafetensorError" or (
-        isinstance(error, RuntimeError) and re.search(r"writ|No space|too large|IoError", text) is not None)
+    return (type(error).__name__ == "SafetensorError" and re.search(r"I/O error|IoError|os error", text) is not None) \
+        or (isinstance(error, RuntimeError) and re.search(r"file write failed|No space left|File too large", text)
+            is not None)
 
 
 def write_failure(error: BaseException, what: str, output_dir: str) -> WriteFailed:
@@ -108,8 +131,7 @@ def prepare_output_dir(training: dict, overwrite: bool) -> str | None:
                 found = "holds no checkpoint-* folder" if not checkpoint_folders(output_dir) else \
                     "holds no complete checkpoint (every save was interrupted)"
                 raise RecipeError(f"training.resume_from_checkpoint=true but {output_dir} {found}.")
-            remove_incomplete_checkpoints(output_dir)
-            return last
+            return last  # the incomplete ones after it are removed once the resume is known to fit
         if not os.path.isdir(resume):
             raise RecipeError(f"training.resume_from_checkpoint: checkpoint folder not found: {resume}")
         if not is_complete_checkpoint(resume):
@@ -138,7 +160,7 @@ def check_resume_fits(checkpoint: str, model, tokenizer) -> None:
         with safe_open(path, framework="pt") as f:
             shapes.update({name: tuple(f.get_slice(name).get_shape()) for name in f.keys()})  # noqa: SIM118
     own = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-    tied = set(getattr(model, "_tied_weights_keys", None) or {})
+    tied = shared_weight_names(model)
     differ = [f"{name} {shapes[name]} vs {own[name]}" for name in own if name in shapes and shapes[name] != own[name]]
     missing = sorted(set(own) - set(shapes) - tied)
     unexpected = sorted(set(shapes) - set(own))

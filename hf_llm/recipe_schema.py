@@ -259,8 +259,9 @@ def check_section(section: str, values: Any, allowed: dict[str, Any]) -> None:
             hint = f" Did you mean one of {close}?" if close else ""
             raise RecipeError(f"Unknown key '{section}.{key}'.{hint} See `hf-llm train --help` for the recipe format.")
         if not matches(value, allowed[key]):
+            hint = " (booleans are true / false)" if isinstance(value, str) and matches(True, allowed[key]) else ""
             raise RecipeError(
-                f"'{section}.{key}' must be {describe_type(allowed[key])}, got {value!r} ({type(value).__name__})."
+                f"'{section}.{key}' must be {describe_type(allowed[key])}, got {value!r} ({type(value).__name__}){hint}."
             )
 
 
@@ -299,10 +300,18 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 
 def typed_value(value: Any, text: str, annotation: Any) -> Any:
     """An override's value as its field declares it: YAML reads `run_name=2024` as a number and
-    `hub_model_id=null` as None; a field that takes text (and not what YAML made of it) gets the text itself."""
-    if annotation is None or matches(value, annotation) or not matches(text, annotation):
+    `hub_model_id=null` as None (a field that takes text, and not what YAML made of it, gets the text itself), and
+    `learning_rate=1e-3` as text (a float field gets the number)."""
+    if annotation is None or matches(value, annotation):
         return value
-    return text
+    if matches(text, annotation):
+        return text
+    if isinstance(value, str) and matches(1.0, annotation):  # YAML 1.1 reads `1e-3` as text: a float field's number
+        try:
+            return float(text)
+        except ValueError:
+            pass
+    return value
 
 
 def build_config(recipe: Recipe, vocab_size: int, special: dict[str, int] | None = None,

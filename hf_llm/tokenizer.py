@@ -76,11 +76,12 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerFast:
 
 
 def ends_with_eos(tokenizer) -> bool:
-    """Whether `tokenizer(text)` ends the ids with the tokenizer's EOS by itself (its post-processor)."""
+    """Whether `tokenizer(text)` is the text's ids and EOS, by itself (its post-processor)."""
     if tokenizer.eos_token_id is None:
         return False
-    ids = tokenizer("x")["input_ids"]
-    return bool(ids) and ids[-1] == tokenizer.eos_token_id
+    plain = tokenizer("x", add_special_tokens=False)["input_ids"]
+    # only EOS, nothing else (a BART/RoBERTa-style tokenizer also prepends BOS: it is framed the old way)
+    return tokenizer("x")["input_ids"] == plain + [tokenizer.eos_token_id]
 
 
 def first_batches(split, limit: int | None = None, batch_size: int = 1000) -> Iterator[dict]:

@@ -13,6 +13,7 @@ into a copy.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -39,6 +40,7 @@ from .outputs import (
     remove_incomplete_checkpoints,
     save_final,
     save_loss_curve,
+    shared_weight_names,
     write_failure,
 )
 from .recipe_schema import Recipe, RecipeError, dump_recipe
@@ -97,21 +99,24 @@ def run(recipe: Recipe, overwrite: bool = False) -> dict[str, Any]:
     tokenizer = tokenizer_for(recipe, raw["train"], task.training_texts(recipe, raw), task.tokenizer_ends_with_eos)
     model, warm_report = task.build_model(recipe, tokenizer, raw)
     recipe = fit_to_model(recipe, task, model)
+    task.prepare_model(recipe, model, tokenizer)
     if resume:
         check_resume_fits(resume, model, tokenizer)
-    task.prepare_model(recipe, model, tokenizer)
     # Evaluation with generation writes its settings into the model's generation config: the one saved is this.
     intended_generation = copy.deepcopy(getattr(model, "generation_config", None))
     tokenized = task.tokenize(recipe, raw, tokenizer, model)
     trainer = make_trainer(task, recipe, model, tokenizer, tokenized, {"eval_on_start": resume is None})
 
     output_dir = trainer.args.output_dir
-    os.makedirs(output_dir, exist_ok=True)
-    if trainer.args.should_save:
-        dump_recipe(recipe, os.path.join(output_dir, "recipe.yaml"))
-        if warm_report is not None:
-            with open(os.path.join(output_dir, "warm_start.json"), "w") as f:
-                json.dump(warm_report, f, indent=2)
+    with reported_write_failures(output_dir, "the recipe into"):
+        os.makedirs(output_dir, exist_ok=True)
+        if trainer.args.should_save:
+            if resume:  # what a kill during a save left after the checkpoint resumed from
+                remove_incomplete_checkpoints(output_dir)
+            dump_recipe(recipe, os.path.join(output_dir, "recipe.yaml"))
+            if warm_report is not None:
+                with open(os.path.join(output_dir, "warm_start.json"), "w") as f:
+                    json.dump(warm_report, f, indent=2)
 
     try:
         finished = resume and finished_checkpoint(trainer, resume)
@@ -119,21 +124,35 @@ def run(recipe: Recipe, overwrite: bool = False) -> dict[str, Any]:
     except BaseException as error:
         # A save that failed half-way leaves a checkpoint without its trainer_state.json; remove it, so the last
         # checkpoint in the folder is a complete one (the one to resume from).
-        cut = remove_incomplete_checkpoints(output_dir) if trainer.args.should_save else []
-        if isinstance(error, Exception) and not isinstance(error, RecipeError) and (cut or is_write_error(error)):
+        saving = os.path.join(output_dir, f"checkpoint-{trainer.state.global_step}")
+        cut = remove_incomplete_checkpoints(output_dir, only=saving) if trainer.args.should_save else []
+        if isinstance(error, Exception) and not isinstance(error, RecipeError) and is_write_error(error):
             what = os.path.basename(cut[-1]) if cut else f"into {output_dir}"
             raise write_failure(error, what, output_dir) from error
         raise
-    metrics = task.final_evaluation(trainer)
-    metrics.update(initial_metrics(trainer, task.reports_perplexity))
-    if task.reports_perplexity:
-        metrics["perplexity"] = perplexity(metrics["eval_loss"])
-    samples = task.samples(recipe, model, tokenizer) if trainer.args.should_save else None
-    if samples is not None:
-        with open(os.path.join(output_dir, "samples.json"), "w") as f:
-            json.dump(samples, f, indent=2)
+    with reported_write_failures(output_dir, "the final evaluation's predictions or the samples into"):
+        metrics = task.final_evaluation(trainer)
+        metrics.update(initial_metrics(trainer, task.reports_perplexity))
+        if task.reports_perplexity:
+            metrics["perplexity"] = perplexity(metrics["eval_loss"])
+        samples = task.samples(recipe, model, tokenizer) if trainer.args.should_save else None
+        if samples is not None:
+            with open(os.path.join(output_dir, "samples.json"), "w") as f:
+                json.dump(samples, f, indent=2)
     result = finish_run(trainer, tokenizer, recipe, train_result, metrics, intended_generation)
     return {**result, "samples": samples or [], "warm_start": warm_report}
+
+
+@contextlib.contextmanager
+def reported_write_failures(output_dir: str, what: str):
+    """A write the file system refuses (a full disk, ...) inside the block becomes one WriteFailed line naming
+    `what` was written into `output_dir`, the space there and the last good checkpoint; other errors pass."""
+    try:
+        yield
+    except Exception as error:
+        if isinstance(error, RecipeError) or not is_write_error(error):
+            raise
+        raise write_failure(error, f"{what} {output_dir}", output_dir) from error
 
 
 def finished_checkpoint(trainer: Trainer, checkpoint: str) -> TrainOutput | None:
@@ -145,14 +164,28 @@ def finished_checkpoint(trainer: Trainer, checkpoint: str) -> TrainOutput | None
     (5.24: its step loop checks the budget only after a step), ending on other weights than the run that was
     not interrupted."""
     state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
-    budget = trainer.args.max_steps if trainer.args.max_steps > 0 else state.max_steps
-    if not budget or state.global_step < budget:
+    args = trainer.args
+    if args.max_steps > 0:
+        budget, done = f"{args.max_steps} steps", state.global_step >= args.max_steps
+    else:  # an epoch budget: a resume with more epochs continues
+        budget, done = f"{args.num_train_epochs:g} epochs", state.epoch is not None and \
+            state.global_step >= state.max_steps and state.epoch >= args.num_train_epochs - 1e-6
+    if not done:
         return None
+    state.is_world_process_zero = trainer.is_world_process_zero()
+    state.is_local_process_zero = trainer.is_local_process_zero()
     trainer.state = state
-    weights = state.best_model_checkpoint if trainer.args.load_best_model_at_end and state.best_model_checkpoint \
-        and os.path.isdir(state.best_model_checkpoint) else checkpoint
+    weights = checkpoint
+    if args.load_best_model_at_end and state.best_model_checkpoint:
+        # the path as recorded, or the same checkpoint beside this one (the run folder moved since)
+        best = [path for path in (state.best_model_checkpoint, os.path.join(
+            os.path.dirname(checkpoint), os.path.basename(state.best_model_checkpoint))) if os.path.isdir(path)]
+        if not best:
+            raise RecipeError(f"training.resume_from_checkpoint: {checkpoint} ends the run, and its best checkpoint "
+                              f"{state.best_model_checkpoint} is gone; without it the run cannot end on its best.")
+        weights = state.best_model_checkpoint = best[0]
     loaded = trainer.model.load_state_dict(read_weights(weights), strict=False)
-    tied = set(getattr(trainer.model, "_tied_weights_keys", None) or {})  # saved once, as the weight they share
+    tied = shared_weight_names(trainer.model)  # saved once, under one of their names
     if loaded.unexpected_keys or set(loaded.missing_keys) - tied:
         raise RecipeError(f"training.resume_from_checkpoint: the weights of {weights} do not fit the model of this "
                           f"recipe (missing {sorted(set(loaded.missing_keys) - tied)[:5]}, unexpected "
@@ -161,8 +194,8 @@ def finished_checkpoint(trainer: Trainer, checkpoint: str) -> TrainOutput | None
     losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
     metrics = {"train_loss": sum(losses) / len(losses) if losses else float("nan"), "epoch": state.epoch,
                "resumed_finished_checkpoint": checkpoint}
-    logger.warning("%s already holds the whole budget (step %d of %d): nothing left to train; the run finishes "
-                   "from it (final evaluation, save, card).", checkpoint, state.global_step, budget)
+    logger.warning("%s already holds the whole budget (step %d, %s): nothing left to train; the run finishes from "
+                   "it (final evaluation, save, card).", checkpoint, state.global_step, budget)
     return TrainOutput(state.global_step, metrics["train_loss"], metrics)
 
 
@@ -173,13 +206,8 @@ def finish_run(trainer: Trainer, tokenizer, recipe: Recipe, train_result, metric
     best = best_checkpoint_summary(trainer)
     averaged = {}
     if trainer.args.should_save:  # the main process of a distributed run
-        try:
+        with reported_write_failures(output_dir, "the final model, tokenizer, metrics or card into"):
             averaged = save_outputs(trainer, tokenizer, recipe, train_result, metrics, generation_config, best)
-        except Exception as error:
-            if isinstance(error, RecipeError) or not is_write_error(error):
-                raise
-            raise write_failure(error, f"the final model, tokenizer, metrics or card into {output_dir}",
-                                output_dir) from error
     if trainer.args.push_to_hub:
         trainer.push_to_hub(commit_message="hf-llm: end of training")  # every rank calls it; only the main one pushes
     return {**train_result.metrics, **metrics, **best, **averaged, "output_dir": output_dir}

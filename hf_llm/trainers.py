@@ -99,7 +99,6 @@ class HfLlmTrainerMixin:
         self.on_nonfinite_loss = on_nonfinite_loss
         self.model_card = model_card
         self.skipped_steps = 0
-        self._checkpoint_staging: str | None = None
         self.add_callback(FreeSpaceCheck())  # after transformers' DefaultFlowCallback, which decides should_save
         if max_minutes is not None:
             self.add_callback(TimeBudget(max_minutes))

@@ -104,13 +104,14 @@ def test_keeping_the_best_aligns_evaluation_with_saving_and_a_command_line_budge
 def test_values_keep_the_type_their_field_declares(tmp_path):
     """HF's own `no` (YAML 1.1 would read False), a number where text is wanted, in overrides and in files."""
     recipe = load_recipe("quickstart", ["training.eval_strategy=no", "training.save_strategy=no",
-                                        "training.load_best_model_at_end=false", "training.run_name=2024"])
+                                        "training.load_best_model_at_end=false", "training.run_name=2024",
+                                        "training.learning_rate=1e-3"])
     assert (recipe.training["eval_strategy"], recipe.training["save_strategy"]) == ("no", "no")
-    assert recipe.training["run_name"] == "2024"
+    assert recipe.training["run_name"] == "2024" and recipe.training["learning_rate"] == 0.001
     path = tmp_path / "r.yaml"
     path.write_text("training:\n  eval_strategy: no\n  save_strategy: no\n  load_best_model_at_end: false\n"
                     "  max_steps: 5\n  output_dir: out\ndata:\n  packing: yes\n")
-    with pytest.raises(RecipeError, match=r"'data.packing' must be bool, got 'yes'"):
+    with pytest.raises(RecipeError, match=r"'data.packing' must be bool, got 'yes' \(str\) \(booleans are true / false\)"):
         load_recipe(str(path))  # only true / false are booleans: `yes` is not silently True
     path.write_text(path.read_text().replace("packing: yes", "packing: true"))
     recipe = load_recipe(str(path))
@@ -213,7 +214,7 @@ def test_every_recipe_key_the_readme_names_is_accepted():
     from hf_llm.tasks import TASKS
 
     readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
-    named = set(re.findall(r"\b(model|data|tokenizer|training|generation)\.([a-z_]+)\b(?!\()", readme))
+    named = set(re.findall(r"\b(model|data|tokenizer|training|generation)\.([a-z_0-9]+)\b(?!\()", readme))
     allowed = {name: set(typing.get_type_hints(cls)) for name, cls in SECTIONS.items()}
     allowed["model"] |= set(config_field_types())
     allowed["training"] = set().union(*(training_field_types(task.arguments_class) for task in TASKS.values()))

@@ -4,8 +4,10 @@ skip) cleanly; loading is safe and strict; long inputs are handled."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import pathlib
 import re
 import shutil
 import signal
@@ -203,7 +205,7 @@ def test_a_crash_during_a_checkpoint_save_leaves_the_previous_checkpoint(docs, t
     def crash_on_second_save(self, output_dir):
         saves.append(output_dir)
         if len(saves) == 2:
-            raise OSError("disk full (simulated)")
+            raise OSError(errno.ENOSPC, "No space left on device (simulated)")
         return original(self, output_dir)
 
     monkeypatch.setattr(hf_train.HfLlmTrainer, "_save_optimizer_and_scheduler", crash_on_second_save)
@@ -211,7 +213,7 @@ def test_a_crash_during_a_checkpoint_save_leaves_the_previous_checkpoint(docs, t
     recipe = write_recipe(tmp_path / "r.yaml", "cnn", output_dir, docs, max_steps=12, save_steps=4,
                           save_strategy="steps")
     assert main(["train", recipe]) == 2
-    assert re.search(r"error: Writing checkpoint-8 failed: disk full \(simulated\) .*The last good checkpoint is "
+    assert re.search(r"error: Writing checkpoint-8 failed: \[Errno 28\] No space left on device \(simulated\) .*The last good checkpoint is "
                      r".*checkpoint-4\.", capsys.readouterr().err)
     assert sorted(p for p in os.listdir(output_dir) if p.startswith("checkpoint-")) == ["checkpoint-4"]
     assert get_last_checkpoint(str(output_dir)).endswith("checkpoint-4")
@@ -327,6 +329,36 @@ def test_a_run_killed_at_any_point_resumes_to_the_uninterrupted_result(point, do
     assert ours["eval_loss"] == pytest.approx(theirs["eval_loss"], rel=1e-6)
     for name in ("README.md", "samples.json", "config.json", "tokenizer.json", "loss_curve.png"):
         assert (killed / name).is_file(), name
+
+
+def test_a_seq2seq_run_killed_after_its_last_save_resumes_to_the_same_model(tmp_path):
+    """Tied embeddings shared deep inside the encoder-decoder are saved once: resuming still fits."""
+    runs = {}
+    for name in ("whole", "killed"):
+        (tmp_path / name).mkdir()
+        runs[name] = write_task_recipe(tmp_path / name, "translation", "transformer", output_dir=str(tmp_path / name / "run"),
+                                       max_steps=4, save_steps=2, save_strategy="steps", save_total_limit=5)
+    assert main(["train", runs["whole"]]) == 0
+    process = subprocess.run([sys.executable, "-c", KILLER, runs["killed"], *KILL_AT["after-the-last-save"]],
+                             capture_output=True, timeout=600)
+    assert process.returncode == -signal.SIGKILL, process.stderr[-2000:]
+    recipe = yaml.safe_load(open(runs["killed"]))
+    recipe["training"]["resume_from_checkpoint"] = True
+    pathlib.Path(runs["killed"]).write_text(yaml.safe_dump(recipe))
+    assert main(["train", runs["killed"]]) == 0
+    a, b = weights(tmp_path / "whole" / "run"), weights(tmp_path / "killed" / "run")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_resume_with_more_epochs_trains_them(docs, tmp_path):
+    steps = {"save_strategy": "epoch", "per_device_train_batch_size": 64, "max_steps": -1}
+    output_dir = tmp_path / "run"
+    assert main(["train", write_recipe(tmp_path / "a.yaml", "cnn", output_dir, docs, num_train_epochs=1, **steps)]) == 0
+    one_epoch = json.loads((output_dir / "trainer_state.json").read_text())["global_step"]
+    more = write_recipe(tmp_path / "b.yaml", "cnn", output_dir, docs, num_train_epochs=2, resume_from_checkpoint=True,
+                        **steps)
+    assert main(["train", more]) == 0
+    assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == 2 * one_epoch
 
 
 def limit_file_size(limit: int):

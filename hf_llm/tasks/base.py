@@ -109,7 +109,7 @@ class Task:
     def intended_use(self, config) -> str:
         return ""
 
-    def usage_snippet(self, config, repo_id: str) -> str:
+    def usage_snippet(self, config, repo_id: str, tokenizer=None) -> str:
         return (f'from transformers import AutoModelForCausalLM, AutoTokenizer\n\n'
                 f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")\n'
                 f'model = AutoModelForCausalLM.from_pretrained("{repo_id}", trust_remote_code=True)\n'

@@ -133,6 +133,6 @@ class ClassificationTask(Task):
     def intended_use(self, config) -> str:
         return f"Labelling texts with {sorted((config.label2id or {}).keys())}."
 
-    def usage_snippet(self, config, repo_id: str) -> str:
+    def usage_snippet(self, config, repo_id: str, tokenizer=None) -> str:
         return (f'from transformers import pipeline\n\nclassify = pipeline("text-classification", model="{repo_id}", '
                 f'trust_remote_code=True)\nprint(classify("The movie was wonderful."))')

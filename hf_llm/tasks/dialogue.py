@@ -134,7 +134,7 @@ class DialogueTask(Task):
     def intended_use(self, config) -> str:
         return "Short assistant replies in the style of its training conversations."
 
-    def usage_snippet(self, config, repo_id: str) -> str:
+    def usage_snippet(self, config, repo_id: str, tokenizer=None) -> str:
         if config.is_encoder_decoder:  # the source is the chat so far, rendered by the chat template
             return (f'from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n\n'
                     f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")\n'

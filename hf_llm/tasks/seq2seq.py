@@ -22,6 +22,7 @@ from ..data import column_names, require_columns
 from ..inference import encode_sources
 from ..models import build_seq2seq, set_generation_config
 from ..recipe_schema import Recipe, RecipeError
+from ..tokenizer import ends_with_eos
 from ..trainers import HfLlmSeq2SeqTrainer
 from .base import Task
 from .metrics import summarization_metrics, translation_metrics
@@ -66,14 +67,18 @@ def make_compute_metrics(score, tokenizer, num_examples: int):
     return compute
 
 
-def seq2seq_usage(repo_id: str, pipeline_name: str) -> str:
-    """The model card's usage snippet of an encoder-decoder."""
+def seq2seq_usage(repo_id: str, pipeline_name: str, tokenizer_adds_eos: bool = True) -> str:
+    """The model card's usage snippet of an encoder-decoder: the source framed as in training (the text, then EOS:
+    by the tokenizer's post-processor, or appended where the saved tokenizer has none)."""
+    encode = ('inputs = tokenizer("Your text", return_tensors="pt")  # the tokenizer ends the source with EOS, as '
+              'in training' if tokenizer_adds_eos else
+              'inputs = tokenizer("Your text" + tokenizer.eos_token, add_special_tokens=False, return_tensors="pt")  '
+              '# the source ends with EOS, as in training')
     return (f'from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n\n'
             f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")\n'
             f'model = AutoModelForSeq2SeqLM.from_pretrained("{repo_id}", trust_remote_code=True)\n'
-            f'# the tokenizer ends the source with EOS, as in training (with hf_llm installed: '
-            f'pipeline("{pipeline_name}", model=...))\n'
-            f'inputs = tokenizer("Your text", return_tensors="pt")\n'
+            f'# with hf_llm installed: pipeline("{pipeline_name}", model=...)\n'
+            f'{encode}\n'
             f'output = model.generate(**inputs, num_beams=4)\n'
             f'print(tokenizer.decode(output[0], skip_special_tokens=True))')
 
@@ -152,8 +157,8 @@ class Seq2SeqTask(Task):
     def pipeline_tag(self, config) -> str:
         return self.name
 
-    def usage_snippet(self, config, repo_id: str) -> str:
-        return seq2seq_usage(repo_id, self.name)
+    def usage_snippet(self, config, repo_id: str, tokenizer=None) -> str:
+        return seq2seq_usage(repo_id, self.name, tokenizer is None or ends_with_eos(tokenizer))
 
 
 class TranslationTask(Seq2SeqTask):
