@@ -1,6 +1,7 @@
 """Robustness: every bad input is one clear error (exit 2, no traceback, nothing written over an existing
-output); interrupted runs resume exactly; checkpoints are written atomically; non-finite losses stop (or
-skip) cleanly; loading is safe and strict; long inputs are handled."""
+output); interrupted runs resume exactly, wherever they were killed; a checkpoint cut mid-save is never resumed
+from; a refused write is one clear error; non-finite losses stop (or skip) cleanly; loading is safe and strict;
+long inputs are handled."""
 
 from __future__ import annotations
 
