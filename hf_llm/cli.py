@@ -85,9 +85,7 @@ def command_generate(args) -> int:
 def command_chat(args) -> int:
     """An interactive conversation in the terminal; /reset starts over, /exit or end of input quits. The reply is
     printed as it is generated."""
-    from transformers import TextStreamer
-
-    from .inference import chat_reply, load_model_and_tokenizer
+    from .inference import ReplyStreamer, chat_reply, load_model_and_tokenizer
     from .tokenizer import ensure_chat_template
 
     model, tokenizer = load_model_and_tokenizer(args.model_dir, device=args.device, dtype=args.dtype)
@@ -111,7 +109,7 @@ def command_chat(args) -> int:
             continue
         messages.append({"role": "user", "content": line})
         print("assistant> ", end="", flush=True)
-        streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if args.stream else None
+        streamer = ReplyStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if args.stream else None
         answer = chat_reply(model, tokenizer, messages, streamer=streamer, **kwargs)
         if streamer is None:
             print(answer, flush=True)

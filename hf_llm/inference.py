@@ -18,6 +18,7 @@ import logging
 import os
 
 import torch
+from transformers import TextStreamer
 
 from .recipe_schema import DTYPES, RecipeError
 from .tokenizer import ends_with_eos
@@ -136,6 +137,18 @@ def generate_texts(model, tokenizer, prompt: str, prefix: str | None = None, str
 def generate_text(model, tokenizer, prompt: str, prefix: str | None = None, **generate_kwargs) -> str:
     """The first of `generate_texts`."""
     return generate_texts(model, tokenizer, prompt, prefix, **generate_kwargs)[0]
+
+
+class ReplyStreamer(TextStreamer):
+    """transformers' TextStreamer, printing a reply as `chat_reply` returns it: without leading whitespace."""
+
+    started = False
+
+    def on_finalized_text(self, text: str, stream_end: bool = False):
+        if not self.started:
+            text = text.lstrip()
+            self.started = bool(text)
+        super().on_finalized_text(text, stream_end)
 
 
 @torch.no_grad()
