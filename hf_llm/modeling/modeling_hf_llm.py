@@ -62,6 +62,12 @@ class HfLlmPreTrainedModel(PreTrainedModel):
         "HfLlmConvBlock",
     ]
 
+    def post_init(self) -> None:
+        super().post_init()
+        # A tied weight is saved once, under the name it is tied to; declaring the others as not saved lets the
+        # Trainer tie them again when it loads the best checkpoint, instead of warning that they are missing.
+        self._keys_to_ignore_on_save = set(getattr(self, "all_tied_weights_keys", None) or {})
+
     def _init_weights(self, module: nn.Module) -> None:
         if getattr(module, "init_std", None) is not None:
             # A std chosen per layer (the convolutional family's ConvS2S initialisation, the Transformer's

@@ -272,3 +272,28 @@ def test_checkpoints_of_the_previous_layout_load_with_their_logits(name):
     with torch.no_grad():
         logits = model(ids).logits if name.startswith("lm_") else model(ids, decoder_input_ids=ids).logits
     assert_logits_close(logits, expected["logits"])
+
+
+@pytest.mark.parametrize("case", ["transformer", "rnn-lstm", "cnn", "transformer-transformer", "rnn-rnn[gru,bahdanau,uni]",
+                                  "cnn-cnn"])
+@pytest.mark.parametrize("tie", [True, False])
+def test_the_trainer_reloads_a_best_checkpoint_without_missing_weights(case, tie, tmp_path):
+    """`load_best_model_at_end` loads model.safetensors with `load_state_dict(strict=False)` and warns about any
+    missing key unless the missing keys are the model's `_keys_to_ignore_on_save`, which it then ties: tied weights
+    (saved once) are exactly those, and after the tie the model is the saved one."""
+    from safetensors.torch import load_file
+
+    make = make_lm if case in LM_CASES else make_seq2seq
+    model = make(case, tie_word_embeddings=tie)
+    model.save_pretrained(tmp_path)
+    other = make(case, tie_word_embeddings=tie)
+    with torch.no_grad():
+        for parameter in other.parameters():
+            parameter.add_(1.0)
+    loaded = other.load_state_dict(load_file(tmp_path / "model.safetensors"), strict=False)
+    assert set(loaded.missing_keys) == set(other._keys_to_ignore_on_save) and not loaded.unexpected_keys
+    assert bool(loaded.missing_keys) == tie
+    other.tie_weights()
+    ids = random_ids(2, 7)
+    inputs = {"input_ids": ids, **({} if case in LM_CASES else {"decoder_input_ids": ids})}
+    assert_logits_close(other(**inputs).logits, model(**inputs).logits)
