@@ -27,10 +27,11 @@ import torch
 from torch import nn
 from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 
 from .cache_layers import HfLlmConvCacheLayer, decoder_cache, source_memory
-from .shared_layers import DocumentSplit, HfLlmEncoderOutput, document_starts, embed, masked_softmax, positions_from_mask
+from .shared_layers import (
+    DocumentSplit, HfLlmDecoderOutput, HfLlmEncoderOutput, document_starts, embed, masked_softmax, positions_from_mask,
+)
 
 SQRT_HALF = math.sqrt(0.5)
 
@@ -185,6 +186,7 @@ class HfLlmCNNEncoder(nn.Module):
         return HfLlmEncoderOutput(
             last_hidden_state=keys, attention_values=values,
             hidden_states=tuple(all_hidden) if all_hidden is not None else None,
+            source_ids=input_ids if self.config.copy_attention else None,
         )
 
 
@@ -246,7 +248,7 @@ class HfLlmCNNDecoder(nn.Module):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         **kwargs,
-    ) -> BaseModelOutputWithPastAndCrossAttentions:
+    ) -> HfLlmDecoderOutput:
         inputs_embeds = embed(input_ids, inputs_embeds, self.embed_tokens)  # (B, T, H)
         length = inputs_embeds.shape[1]
         # Packed documents (position ids restarting inside a row) run one per row; no cache then.
@@ -272,6 +274,7 @@ class HfLlmCNNDecoder(nn.Module):
             keys, values = source_memory(cache, lambda: self.attention_memory(encoder_outputs))
         all_hidden = [embedding] if output_hidden_states else None
         all_probs = [] if output_attentions and self.has_attention else None
+        probs = None
         if starts is not None:
             # Packed documents: one row per document, so no receptive field crosses a boundary.
             documents = DocumentSplit(starts)
@@ -293,9 +296,11 @@ class HfLlmCNNDecoder(nn.Module):
         hidden_states = self.dropout(self.fc_out(x))  # (B, T, H)
         if all_hidden is not None:
             all_hidden = (*all_hidden[: self.num_layers], hidden_states)  # the last entry is the output
-        return BaseModelOutputWithPastAndCrossAttentions(
+        return HfLlmDecoderOutput(
             last_hidden_state=hidden_states,
             cache=cache,
             hidden_states=all_hidden,
             cross_attentions=tuple(all_probs) if all_probs is not None else None,
+            # The last layer's multi-step attention (B, T, S) copies.
+            source_attention=probs if self.config.uses_source_attention else None,
         )

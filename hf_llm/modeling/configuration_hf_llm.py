@@ -68,6 +68,14 @@ class HfLlmConfig(PretrainedConfig):
         classifier_dropout: dropout before the classification head (default `dropout`).
         fused_loss: in training forwards with labels, compute the LM loss chunk by chunk without materialising
             the `(tokens, vocab)` logits (faster, far less memory); `logits` is then None in those outputs.
+            Not with `copy_attention`, whose loss needs the mixed distribution.
+        copy_attention: copy attention / pointer-generator (See et al. 2017, "Get To The Point"; OpenNMT-py's copy
+            generator) for encoder-decoders of every decoder family: the output distribution mixes the vocabulary
+            distribution (weight p_gen) with the decoder's attention over the source tokens (weight 1 - p_gen),
+            scattered onto the source ids; `logits` are then the log-probabilities of that mixture.
+        coverage_loss_weight: weight of See et al.'s coverage loss, sum_i min(a_t,i, c_t,i) per target token
+            (c_t the sum of the earlier attention distributions of the attention that copies), added to the loss
+            of an encoder-decoder; 0 turns it off. Works with or without `copy_attention`.
 
     Recurrent family (`rnn_*`; width `hidden_size`, depth per side as above, `dropout` between layers):
         rnn_cell: "lstm" or "gru".
@@ -135,6 +143,8 @@ class HfLlmConfig(PretrainedConfig):
         cnn_decoder_spec: list[list[int]] | None = None,
         cnn_weight_norm: bool = False,
         cnn_attention_scaling: bool = True,
+        copy_attention: bool = False,
+        coverage_loss_weight: float = 0.0,
         **kwargs,
     ):
         self.vocab_size = vocab_size
@@ -172,6 +182,8 @@ class HfLlmConfig(PretrainedConfig):
         self.cnn_decoder_spec = [list(block) for block in cnn_decoder_spec] if isinstance(cnn_decoder_spec, (list, tuple)) else cnn_decoder_spec
         self.cnn_weight_norm = cnn_weight_norm
         self.cnn_attention_scaling = cnn_attention_scaling
+        self.copy_attention = copy_attention
+        self.coverage_loss_weight = coverage_loss_weight
         super().__init__(is_encoder_decoder=is_encoder_decoder, **kwargs)
         if self.initializer_range is None:  # needs is_encoder_decoder, which PretrainedConfig sets
             transformer_pair = self.is_encoder_decoder and all(b == "transformer" for b in self.used_backbones())
@@ -234,6 +246,12 @@ class HfLlmConfig(PretrainedConfig):
     def used_backbones(self) -> list[str]:
         sides = ["encoder", "decoder"] if self.is_encoder_decoder else ["decoder"]
         return [self.side_backbone(side) for side in sides]
+
+    @property
+    def uses_source_attention(self) -> bool:
+        """Whether the decoder returns the attention over the source that copies (`copy_attention`) and whose
+        coverage is penalised (`coverage_loss_weight`)."""
+        return bool(self.is_encoder_decoder and (self.copy_attention or self.coverage_loss_weight))
 
     # ----------------------------------------------------------------------------------------------
     # What code outside the models needs to know, so that it never tests a family's name.
@@ -328,7 +346,7 @@ class HfLlmConfig(PretrainedConfig):
         if self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"hidden_act={self.hidden_act!r} is not supported; allowed values are {list(ACTIVATIONS)}.")
         for name in ("tie_word_embeddings", "fused_loss", "rnn_bidirectional_encoder", "rnn_input_feeding", "cnn_weight_norm",
-                     "cnn_attention_scaling"):
+                     "cnn_attention_scaling", "copy_attention"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be true or false.")
         if (self.is_encoder_decoder and self.side_backbone("encoder") == "rnn" and self.rnn_bidirectional_encoder
@@ -371,6 +389,21 @@ class HfLlmConfig(PretrainedConfig):
                 "rnn_attention='none' with rnn_init_state='zeros' gives an RNN decoder that never sees the source; "
                 "use an attention or rnn_init_state='encoder'."
             )
+        weight = self.coverage_loss_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight < math.inf:
+            raise ValueError(f"coverage_loss_weight={weight!r} must be a number >= 0 (0 turns the coverage loss off).")
+        for name in ("copy_attention", "coverage_loss_weight"):
+            if getattr(self, name) and not self.is_encoder_decoder:
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} needs an encoder-decoder (is_encoder_decoder=True): a decoder-only "
+                    f"model has no source to attend to. Set is_encoder_decoder=True or leave {name} unset."
+                )
+            if (getattr(self, name) and self.is_encoder_decoder and self.side_backbone("decoder") == "rnn"
+                    and self.rnn_attention == "none"):
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} needs the decoder's attention over the source, but "
+                    "rnn_attention='none'; choose 'luong_general', 'luong_dot' or 'bahdanau'."
+                )
 
         eos = self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id]
         ids = [("pad_token_id", self.pad_token_id), ("bos_token_id", self.bos_token_id),

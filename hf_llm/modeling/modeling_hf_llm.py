@@ -17,6 +17,8 @@ Part of the exported folder: imports only the standard library, torch, transform
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from transformers import initialization as init
@@ -34,6 +36,7 @@ from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_hf_llm import HfLlmConfig
+from .copy_layers import HfLlmCopyGenerator, coverage_loss
 from .shared_layers import HfLlmEncoderOutput, fused_cross_entropy, shift_tokens_right, token_cross_entropy
 from .cnn_backbone import HfLlmCNNDecoder, HfLlmCNNEncoder
 from .rnn_backbone import HfLlmRNNDecoder, HfLlmRNNEncoder
@@ -46,6 +49,14 @@ DECODERS = {"transformer": HfLlmTransformerDecoder, "rnn": HfLlmRNNDecoder, "cnn
 class CheckpointMismatchError(ValueError, RuntimeError):
     """Weights that do not fit their config. A `RuntimeError`, as transformers raises for tensors of other shapes,
     and a `ValueError`, like every other invalid-configuration error of hf_llm."""
+
+
+@dataclass
+class HfLlmSeq2SeqModelOutput(Seq2SeqModelOutput):
+    """`Seq2SeqModelOutput` and `source_attention (B, T, S)`: the decoder's attention over the source that copies
+    and whose coverage is penalised (`config.uses_source_attention`, else None)."""
+
+    source_attention: torch.Tensor | None = None
 
 
 class HfLlmPreTrainedModel(PreTrainedModel):
@@ -112,7 +123,7 @@ class HfLlmPreTrainedModel(PreTrainedModel):
         initialised at random); here that is an error. A checkpoint with none of the model's tensors (a fresh
         initialisation, `state_dict={}`) loads as in transformers, and so do new head tensors (`lm_head`, `score`)
         and the tensors of another head that this one does not use (a seq2seq checkpoint loaded for
-        classification). Tensors of other shapes are an error unless `ignore_mismatched_sizes=True`
+        classification, or without copy attention). Tensors of other shapes are an error unless `ignore_mismatched_sizes=True`
         re-initialises them.
         """
         output_loading_info = kwargs.pop("output_loading_info", False)
@@ -128,7 +139,7 @@ class HfLlmPreTrainedModel(PreTrainedModel):
                 "shapes (was vocab_size or hidden_size edited in config.json?). Use the config saved with the "
                 "weights, or pass ignore_mismatched_sizes=True to re-initialise the mismatched tensors."
             ) from None
-        heads = ("lm_head.", "score.")
+        heads = ("lm_head.", "score.", "copy_generator.")
         mismatched = {key for key, *_ in info.get("mismatched_keys", [])}
         missing = sorted(k for k in info["missing_keys"] if not k.startswith(heads) and k not in mismatched)
         loaded = set(model.state_dict()) - set(info["missing_keys"]) - mismatched
@@ -148,9 +159,10 @@ class HfLlmPreTrainedModel(PreTrainedModel):
         return (model, info) if output_loading_info else model
 
     def _fused_loss(self, logits_to_keep) -> bool:
-        """Training forwards with labels compute the loss without materialising logits (`config.fused_loss`)."""
+        """Training forwards with labels compute the loss without materialising logits (`config.fused_loss`), unless
+        copy attention needs the mixed distribution."""
         return (
-            self.config.fused_loss and self.training and torch.is_grad_enabled()
+            self.config.fused_loss and not self.config.copy_attention and self.training and torch.is_grad_enabled()
             and isinstance(logits_to_keep, int) and logits_to_keep == 0
         )
 
@@ -219,7 +231,7 @@ class HfLlmModel(HfLlmPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         **kwargs,
-    ) -> BaseModelOutputWithPast | Seq2SeqModelOutput:
+    ) -> BaseModelOutputWithPast | HfLlmSeq2SeqModelOutput:
         use_cache = self._use_cache(use_cache)
         output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
         flags = dict(output_attentions=output_attentions, output_hidden_states=output_hidden_states)
@@ -262,7 +274,7 @@ class HfLlmModel(HfLlmPreTrainedModel):
             use_cache=use_cache,
             **flags,
         )
-        return Seq2SeqModelOutput(
+        return HfLlmSeq2SeqModelOutput(
             last_hidden_state=decoder_outputs.last_hidden_state,
             cache=decoder_outputs.cache,
             decoder_hidden_states=decoder_outputs.hidden_states,
@@ -271,6 +283,7 @@ class HfLlmModel(HfLlmPreTrainedModel):
             encoder_last_hidden_state=encoder_outputs.last_hidden_state,
             encoder_hidden_states=encoder_outputs.hidden_states,
             encoder_attentions=encoder_outputs.attentions,
+            source_attention=decoder_outputs.source_attention,
         )
 
 
@@ -363,6 +376,9 @@ class HfLlmForSeq2SeqLM(HfLlmPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = HfLlmModel(config)
         self.lm_head = nn.Linear(self.model.decoder.output_size, config.vocab_size, bias=False)
+        self.copy_generator = None
+        if config.copy_attention:
+            self.copy_generator = HfLlmCopyGenerator(self.model.decoder.output_size, self.model.encoder.output_size)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -404,7 +420,11 @@ class HfLlmForSeq2SeqLM(HfLlmPreTrainedModel, GenerationMixin):
         **kwargs,
     ) -> Seq2SeqLMOutput:
         r"""`labels (B, T)` are the target ids (pads as -100), not shifted: the decoder inputs are the labels
-        shifted right behind `decoder_start_token_id` when `decoder_input_ids` are not given."""
+        shifted right behind `decoder_start_token_id` when `decoder_input_ids` are not given.
+
+        With `config.copy_attention` the logits are the log-probabilities of the pointer-generator's mixture
+        (copy_layers.py) and the loss is their negative log-likelihood; the source ids come from `input_ids` or,
+        in `generate()`, from `encoder_outputs.source_ids`. `config.coverage_loss_weight` adds the coverage loss."""
         if labels is not None and decoder_input_ids is None and decoder_inputs_embeds is None:
             decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
         outputs = self.model(
@@ -423,17 +443,40 @@ class HfLlmForSeq2SeqLM(HfLlmPreTrainedModel, GenerationMixin):
         )
         hidden_states = outputs.last_hidden_state  # (B, T, H)
         # cache, decoder/encoder hidden states and attentions: Seq2SeqLMOutput has every field of Seq2SeqModelOutput
-        extras = {key: value for key, value in outputs.items() if key != "last_hidden_state"}
+        extras = {key: value for key, value in outputs.items() if key not in ("last_hidden_state", "source_attention")}
         if labels is not None and self._fused_loss(logits_to_keep):
             loss = fused_cross_entropy(hidden_states, self.lm_head.weight, labels, kwargs.get("num_items_in_batch"))
+            loss = loss + self.coverage_penalty(outputs.source_attention, labels, kwargs.get("num_items_in_batch"))
             return Seq2SeqLMOutput(loss=loss, logits=None, **extras)
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(hidden_states[:, keep, :])  # (B, T', V)
+        if self.copy_generator is not None:
+            source_ids = input_ids if input_ids is not None else getattr(encoder_outputs, "source_ids", None)
+            if source_ids is None:
+                raise ValueError(
+                    "copy_attention=True copies source tokens and needs their ids: pass input_ids (not only "
+                    "inputs_embeds), or encoder_outputs from this model's encoder called with input_ids."
+                )
+            if decoder_inputs_embeds is None:
+                decoder_inputs_embeds = self.get_input_embeddings()(decoder_input_ids)
+            logits = self.copy_generator(
+                logits, hidden_states[:, keep, :], outputs.source_attention[:, keep, :],
+                outputs.encoder_last_hidden_state, decoder_inputs_embeds[:, keep, :], source_ids,
+            )  # (B, T', V) log-probabilities
 
         loss = None
         if labels is not None:
             loss = token_cross_entropy(logits, labels, kwargs.get("num_items_in_batch"))
+            loss = loss + self.coverage_penalty(outputs.source_attention, labels, kwargs.get("num_items_in_batch"))
         return Seq2SeqLMOutput(loss=loss, logits=logits, **extras)
+
+    def coverage_penalty(
+        self, source_attention: torch.Tensor | None, labels: torch.Tensor, num_items_in_batch=None
+    ) -> torch.Tensor | float:
+        """`config.coverage_loss_weight` times the coverage loss of the attention that copies (0 when off)."""
+        if not self.config.coverage_loss_weight:
+            return 0.0
+        return self.config.coverage_loss_weight * coverage_loss(source_attention, labels, num_items_in_batch)
 
 
 class HfLlmForSequenceClassification(HfLlmPreTrainedModel):

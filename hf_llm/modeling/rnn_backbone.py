@@ -28,10 +28,9 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 
 from .cache_layers import HfLlmRecurrentCacheLayer, decoder_cache, source_memory
-from .shared_layers import DocumentSplit, HfLlmEncoderOutput, document_starts, embed, masked_softmax
+from .shared_layers import DocumentSplit, HfLlmDecoderOutput, HfLlmEncoderOutput, document_starts, embed, masked_softmax
 
 RNNState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # GRU: h; LSTM: (h, c); each (L * dirs, B, H)
 
@@ -356,7 +355,10 @@ class HfLlmRNNEncoder(nn.Module):
         all_hidden = None
         if per_layer is not None:
             all_hidden = (x, *per_layer[:-1], outputs)  # embeddings, then each layer's states (the last as returned)
-        return HfLlmEncoderOutput(last_hidden_state=outputs, final_state=final_state, hidden_states=all_hidden)
+        return HfLlmEncoderOutput(
+            last_hidden_state=outputs, final_state=final_state, hidden_states=all_hidden,
+            source_ids=input_ids if self.config.copy_attention else None,
+        )
 
 
 class HfLlmRNNDecoder(nn.Module):
@@ -448,7 +450,7 @@ class HfLlmRNNDecoder(nn.Module):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         **kwargs,
-    ) -> BaseModelOutputWithPastAndCrossAttentions:
+    ) -> HfLlmDecoderOutput:
         """A recurrence knows where it is: `position_ids` only mark packed documents (a position that does not
         follow the previous one starts a new document, from a fresh state). Attention keys and values are
         projected from `encoder_outputs.last_hidden_state`, whatever the encoder's family."""
@@ -498,9 +500,10 @@ class HfLlmRNNDecoder(nn.Module):
         if output_hidden_states:
             lower = per_layer[:-1] if per_layer is not None else list(steps.hidden[:-1]) if steps is not None else []
             all_hidden = (x, *lower, last_hidden_state)
-        return BaseModelOutputWithPastAndCrossAttentions(
+        return HfLlmDecoderOutput(
             last_hidden_state=last_hidden_state,
             cache=cache,
             hidden_states=all_hidden,
             cross_attentions=(probs.unsqueeze(1),) if output_attentions and probs is not None else None,
+            source_attention=probs if self.config.uses_source_attention else None,  # (B, T, S)
         )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers.modeling_outputs import BaseModelOutput
+from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPastAndCrossAttentions
 
 
 @dataclass
@@ -23,10 +23,27 @@ class HfLlmEncoderOutput(BaseModelOutput):
             an RNN decoder may start from it.
         attention_values: `(B, S, H_enc)` values for ConvS2S attention (encoder output + source embedding,
             Gehring et al. 2017); None for the other families, whose decoders use `last_hidden_state`.
+        source_ids: `(B, S)` the source token ids, which copy attention scatters its attention onto (with
+            `copy_attention` only, else None). They ride here so that `generate()`, which runs the encoder once
+            and expands every tensor of its output for beams and samples, has them at every decoding step.
     """
 
     final_state: torch.Tensor | None = None
     attention_values: torch.Tensor | None = None
+    source_ids: torch.LongTensor | None = None
+
+
+@dataclass
+class HfLlmDecoderOutput(BaseModelOutputWithPastAndCrossAttentions):
+    """Output of every hf_llm decoder.
+
+    Args:
+        source_attention: `(B, T, S)` the attention over the source that copies and whose coverage is penalised
+            (`config.uses_source_attention`, else None): the recurrent decoder's attention, the last ConvS2S
+            layer's multi-step attention, the last Transformer layer's cross-attention averaged over heads.
+    """
+
+    source_attention: torch.Tensor | None = None
 
 
 def embed(input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor | None, embed_tokens: nn.Embedding) -> torch.Tensor:

@@ -14,7 +14,8 @@ built by `transformers.masking_utils`, so padding is a masked softmax everywhere
 Incremental decoding keeps keys/values in the HF `Cache` passed as `cache`: a `DynamicCache` of one key/value
 layer per block for a decoder-only LM, an `EncoderDecoderCache` (self-attention + cross-attention) for an
 encoder-decoder. `output_attentions=True` returns the attention weights of the eager path (SDPA warns and
-returns none, as in transformers' own models).
+returns none, as in transformers' own models). With copy attention (or the coverage loss) the last layer's
+cross-attention is computed explicitly, whatever the attention implementation: its weights copy.
 
 Part of the exported folder: imports only the standard library, torch, transformers and siblings.
 """
@@ -29,11 +30,10 @@ from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicLayer, EncoderDecoderCache
 from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .cache_layers import decoder_cache
-from .shared_layers import HfLlmEncoderOutput, document_starts, embed, positions_from_mask
+from .shared_layers import HfLlmDecoderOutput, HfLlmEncoderOutput, document_starts, embed, masked_softmax, positions_from_mask
 
 
 class HfLlmRotaryEmbedding(nn.Module):
@@ -101,6 +101,10 @@ class HfLlmTransformerAttention(nn.Module):
         self.scaling = self.head_dim**-0.5
         self.is_causal = is_causal
         self.is_cross_attention = kv_size is not None
+        # The last layer's cross-attention when its weights copy (`config.uses_source_attention`) is computed
+        # explicitly: SDPA and flash attention return no weights.
+        self.explicit = self.is_cross_attention and config.uses_source_attention and \
+            layer_idx == config.side_layers("decoder") - 1
         hidden = config.hidden_size
         if self.is_cross_attention:
             self.q_proj = nn.Linear(hidden, hidden, bias=False)
@@ -126,8 +130,10 @@ class HfLlmTransformerAttention(nn.Module):
         key_value_states: torch.Tensor | None = None,
         key_position_embeddings: torch.Tensor | None = None,
         cache: Cache | None = None,
+        source_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`source_mask (B, S)` is the source padding mask, read only by an explicit cross-attention."""
         batch, length, _ = hidden_states.shape
         if not self.is_cross_attention:
             query, key, value = self._heads(self.qkv_proj(hidden_states), 3)  # (B, nh, T, hd) each
@@ -148,6 +154,12 @@ class HfLlmTransformerAttention(nn.Module):
                     key, value = cache.cross_attention_cache.update(key, value, self.layer_idx)
                     cache.is_updated[self.layer_idx] = True
 
+        if self.explicit:
+            # softmax(QK^T / sqrt(d)) over the real source tokens; the weights (before dropout) copy.
+            attn_weights = masked_softmax(torch.matmul(query, key.transpose(2, 3)) * self.scaling, source_mask)
+            dropped = nn.functional.dropout(attn_weights, p=self.config.attention_dropout, training=self.training)
+            attn_output = torch.matmul(dropped, value).transpose(1, 2).reshape(batch, length, -1)  # (B, T, H)
+            return self.o_proj(attn_output), attn_weights  # weights (B, nh, T, S)
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
@@ -222,6 +234,7 @@ class HfLlmTransformerDecoderLayer(GradientCheckpointingLayer):
         encoder_attention_mask: torch.Tensor | None = None,
         encoder_position_embeddings: torch.Tensor | None = None,
         cache: Cache | None = None,
+        source_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """`(B, T, H)` -> `(B, T, H)`, self-attention weights `(B, nh, T, past + T)` and cross-attention weights
@@ -241,6 +254,7 @@ class HfLlmTransformerDecoderLayer(GradientCheckpointingLayer):
                 key_value_states=encoder_hidden_states,
                 key_position_embeddings=encoder_position_embeddings,
                 cache=cache,
+                source_mask=source_mask,
                 **kwargs,
             )
             hidden_states = hidden_states + self.dropout(attn)
@@ -294,6 +308,7 @@ class HfLlmTransformerEncoder(nn.Module):
             last_hidden_state=hidden_states,
             hidden_states=tuple(all_hidden) if all_hidden is not None else None,
             attentions=tuple(all_attentions) if all_attentions is not None else None,
+            source_ids=input_ids if self.config.copy_attention else None,
         )
 
 
@@ -330,7 +345,7 @@ class HfLlmTransformerDecoder(nn.Module):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         **kwargs,
-    ) -> BaseModelOutputWithPastAndCrossAttentions:
+    ) -> HfLlmDecoderOutput:
         """Cross-attention projects its own keys and values from `encoder_outputs.last_hidden_state` (whatever the
         encoder's family); without `encoder_outputs` this is a decoder-only LM."""
         inputs_embeds = embed(input_ids, inputs_embeds, self.embed_tokens)  # (B, T, H)
@@ -380,6 +395,7 @@ class HfLlmTransformerDecoder(nn.Module):
                 cross_mask,
                 encoder_position_embeddings,
                 cache=cache,
+                source_mask=encoder_attention_mask,
                 output_attentions=output_attentions,
                 **kwargs,
             )
@@ -391,10 +407,12 @@ class HfLlmTransformerDecoder(nn.Module):
         hidden_states = self.norm(hidden_states)
         if all_hidden is not None:
             all_hidden[-1] = hidden_states
-        return BaseModelOutputWithPastAndCrossAttentions(
+        return HfLlmDecoderOutput(
             last_hidden_state=hidden_states,
             cache=cache,
             hidden_states=tuple(all_hidden) if all_hidden is not None else None,
             attentions=tuple(all_self) if all_self is not None else None,
             cross_attentions=tuple(all_cross) if all_cross is not None and encoder_hidden_states is not None else None,
+            # The last layer's cross-attention averaged over heads (B, T, S) copies.
+            source_attention=cross_weights.mean(1) if self.config.uses_source_attention else None,
         )

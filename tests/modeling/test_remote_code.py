@@ -39,7 +39,15 @@ for case, request in json.loads(sys.argv[1]).items():
 print(json.dumps(results))
 """
 
-CASES = list(LM_CASES) + list(SEQ2SEQ_CASES)
+# Copy attention (issue 21): one encoder-decoder per decoder family, with copying and coverage on.
+COPY_CASES = {f"{case}+copy": case for case in ("transformer-transformer", "rnn-rnn[lstm,bahdanau,bi]", "cnn-cnn")}
+CASES = list(LM_CASES) + list(SEQ2SEQ_CASES) + list(COPY_CASES)
+
+
+def make_case(case: str):
+    if case in COPY_CASES:
+        return make_seq2seq(COPY_CASES[case], copy_attention=True, coverage_loss_weight=0.1)
+    return make_lm(case) if case in LM_CASES else make_seq2seq(case)
 
 
 def case_inputs(case: str) -> dict:
@@ -53,7 +61,7 @@ def remote_results(tmp_path_factory):
     root = tmp_path_factory.mktemp("remote")
     models, requests = {}, {}
     for i, case in enumerate(CASES):
-        model = make_lm(case) if case in LM_CASES else make_seq2seq(case)
+        model = make_case(case)
         path = root / f"checkpoint{i}"
         model.save_pretrained(path)
         assert (path / "modeling_hf_llm.py").exists() and (path / "configuration_hf_llm.py").exists()

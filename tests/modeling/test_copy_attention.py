@@ -1,0 +1,216 @@
+"""Copy attention (pointer-generator) and coverage, for every decoder family (issue 21).
+
+1. the mixed distribution is a distribution (exp(logits) sums to one) and copies onto real source tokens only;
+2. with p_gen forced to 1 the model is the same model without copying;
+3. the cache invariants hold with copying on: cached == full forward, padded batches generate the rows alone,
+   beam search with the cache equals beam search without it; source padding changes nothing;
+4. the loss is the NLL of the mixture, honours num_items_in_batch, adds the coverage loss, and trains;
+5. save -> load gives identical logits and generations (trust_remote_code: test_remote_code.py);
+6. a copy task only copying solves: targets repeat identifiers never seen in training.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from cases import seq2seq_config
+from helpers import assert_logits_close, left_pad, make_seq2seq, random_ids, right_pad
+from transformers import AutoModelForSeq2SeqLM
+
+import hf_llm
+
+# Every decoder family (and its attention variants: stepped / fused Luong, Bahdanau), over encoders of each family.
+CASES = [
+    "transformer-transformer",
+    "cnn-transformer",
+    "rnn-rnn[lstm,bahdanau,bi]",
+    "rnn-rnn[gru,luong_general,uni,zeros]",
+    "transformer-rnn[lstm,luong_general,feed]",
+    "cnn-cnn",
+    "rnn-cnn[gru,bi]",
+]
+COPY = dict(copy_attention=True)
+
+
+def make_copy(case: str, **overrides):
+    return make_seq2seq(case, **COPY, **overrides)
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. a distribution, copying onto the source
+@pytest.mark.parametrize("case", CASES)
+def test_mixed_distribution_sums_to_one_and_copies_real_source_tokens(case):
+    model = make_copy(case)
+    src, mask = right_pad([random_ids(1, 9, seed=1)[0], random_ids(1, 5, seed=2)[0]])
+    tgt = random_ids(2, 6, seed=3)
+    with torch.no_grad():
+        out = model(input_ids=src, attention_mask=mask, decoder_input_ids=tgt, output_attentions=True)
+        plain = AutoModelForSeq2SeqLM.from_config(seq2seq_config(case)).eval()
+        plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("copy_generator.")})
+        vocab = plain(input_ids=src, attention_mask=mask, decoder_input_ids=tgt).logits.log_softmax(-1)
+    torch.testing.assert_close(out.logits.exp().sum(-1), torch.ones(2, 6), atol=1e-5, rtol=0)
+    # Copying adds probability to source tokens only: every other token has less than in the vocabulary
+    # distribution alone (p_gen < 1 scales it), every real source token of row 1 gets more somewhere.
+    gain = out.logits - vocab  # (B, T, V)
+    in_source = torch.zeros_like(gain, dtype=torch.bool)
+    for row in range(2):
+        in_source[row, :, src[row][mask[row].bool()]] = True
+    assert (gain[~in_source] < 0).all()
+    row1 = src[1][mask[1].bool()]
+    assert (gain[1][:, row1] > 0).any(0).all()
+    assert 7 not in row1.tolist()  # the filler in the padding is not copied: it lost mass like any other token
+    assert (gain[1, :, 7] < 0).all()
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. p_gen = 1 is the model without copying
+@pytest.mark.parametrize("case", CASES)
+def test_generation_probability_one_gives_the_model_without_copying(case):
+    model = make_copy(case)
+    with torch.no_grad():
+        model.copy_generator.switch.weight.zero_()
+        model.copy_generator.switch.bias.fill_(1e4)  # p_gen = sigmoid(1e4) = 1
+    plain = AutoModelForSeq2SeqLM.from_config(seq2seq_config(case)).eval()
+    missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False)
+    assert not missing and all(k.startswith("copy_generator.") for k in unexpected)
+    src, mask = left_pad([random_ids(1, 8, seed=4)[0], random_ids(1, 5, seed=5)[0]])
+    tgt = random_ids(2, 7, seed=6)
+    with torch.no_grad():
+        copied = model(input_ids=src, attention_mask=mask, decoder_input_ids=tgt).logits
+        expected = plain(input_ids=src, attention_mask=mask, decoder_input_ids=tgt).logits.log_softmax(-1)
+    assert_logits_close(copied, expected)
+    kwargs = dict(attention_mask=mask, max_new_tokens=5, num_beams=3, do_sample=False, pad_token_id=0)
+    with torch.no_grad():
+        assert model.generate(src, **kwargs).tolist() == plain.generate(src, **kwargs).tolist()
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. cache invariants with copying on
+@pytest.mark.parametrize("case", CASES)
+def test_cached_decoding_matches_full_forward_with_copying(case):
+    model = make_copy(case)
+    src, src_mask = right_pad([random_ids(1, 9, seed=7)[0], random_ids(1, 6, seed=8)[0]])
+    tgt = random_ids(2, 8, seed=9)
+    with torch.no_grad():
+        full = model(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt, use_cache=False).logits
+        encoder_outputs = model.get_encoder()(input_ids=src, attention_mask=src_mask)
+        assert torch.equal(encoder_outputs.source_ids, src)  # the ids ride in the encoder outputs
+        cache, steps = None, []
+        for t in range(tgt.shape[1]):
+            out = model(encoder_outputs=encoder_outputs, attention_mask=src_mask, decoder_input_ids=tgt[:, t : t + 1],
+                        cache=cache, use_cache=True)
+            steps.append(out.logits)
+            cache = out.cache
+    assert_logits_close(torch.cat(steps, dim=1), full)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+@pytest.mark.parametrize("case", CASES)
+def test_padded_batch_generates_rows_alone_with_copying(case, num_beams):
+    model = make_copy(case)
+    rows = [random_ids(1, 8, seed=10)[0], random_ids(1, 3, seed=11)[0], random_ids(1, 5, seed=12)[0]]
+    kwargs = dict(max_new_tokens=6, do_sample=False, num_beams=num_beams, pad_token_id=0)
+    with torch.no_grad():
+        alone = [model.generate(r[None], attention_mask=torch.ones(1, len(r), dtype=torch.long), **kwargs)[0] for r in rows]
+        for pad in (left_pad, right_pad):
+            ids, mask = pad(rows)
+            batched = model.generate(ids, attention_mask=mask, **kwargs)
+            for i in range(len(rows)):
+                assert batched[i].tolist() == alone[i].tolist(), f"row {i} differs with {pad.__name__}"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_beam_search_with_and_without_cache_agree_with_copying(case):
+    model = make_copy(case)
+    ids, mask = right_pad([random_ids(1, 7, seed=13)[0], random_ids(1, 4, seed=14)[0]])
+    kwargs = dict(attention_mask=mask, max_new_tokens=6, num_beams=4, do_sample=False, pad_token_id=0)
+    with torch.no_grad():
+        cached = model.generate(ids, use_cache=True, **kwargs)
+        uncached = model.generate(ids, use_cache=False, **kwargs)
+    assert cached.tolist() == uncached.tolist()
+
+
+def test_beams_copy_from_their_own_source():
+    """Beams of different sources copy their own source: a model that only copies (p_gen = 0) from sources of one
+    token each generates, as its best beam, that source's token."""
+    model = make_copy("rnn-rnn[lstm,bahdanau,bi]")
+    with torch.no_grad():
+        model.copy_generator.switch.weight.zero_()
+        model.copy_generator.switch.bias.fill_(-1e4)  # p_gen = 0: only copying
+    src = torch.tensor([[11, 11, 11, 11], [23, 23, 23, 23]])
+    with torch.no_grad():
+        generated = model.generate(src, max_new_tokens=3, num_beams=3, do_sample=False, pad_token_id=0)
+    assert generated[:, 1:].tolist() == [[11] * 3, [23] * 3]
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. the loss
+@pytest.mark.parametrize("case", ["transformer-transformer", "rnn-rnn[lstm,bahdanau,bi]", "cnn-cnn"])
+def test_loss_is_the_nll_of_the_mixture_plus_coverage(case):
+    model = make_copy(case, coverage_loss_weight=0.5)
+    src = random_ids(2, 6, seed=15)
+    labels = random_ids(2, 5, seed=16)
+    labels[1, 3:] = -100
+    model.train()  # the fused loss gives way to the mixture's NLL
+    out = model(input_ids=src, labels=labels, output_attentions=True)
+    assert out.logits is not None
+    valid = labels != -100
+    nll = -out.logits.gather(-1, labels.clamp(min=0)[..., None])[..., 0][valid].mean()
+    decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels)
+    source_attention = model.model(input_ids=src, decoder_input_ids=decoder_input_ids).source_attention  # (B, T, S)
+    coverage = source_attention.cumsum(1) - source_attention
+    cov = torch.minimum(source_attention, coverage).sum(-1)[valid].mean()
+    assert cov > 0
+    torch.testing.assert_close(out.loss, nll + 0.5 * cov)
+    summed = model(input_ids=src, labels=labels, num_items_in_batch=torch.tensor(20)).loss
+    torch.testing.assert_close(summed, (nll + 0.5 * cov) * valid.sum() / 20)
+    out.loss.backward()
+    assert model.copy_generator.switch.weight.grad.abs().sum() > 0
+
+
+def test_coverage_loss_without_copying_keeps_the_fused_loss():
+    model = make_seq2seq("cnn-cnn", coverage_loss_weight=1.0).train()
+    plain = make_seq2seq("cnn-cnn").train()
+    src, labels = random_ids(2, 6, seed=17), random_ids(2, 5, seed=18)
+    out, base = model(input_ids=src, labels=labels), plain(input_ids=src, labels=labels)
+    assert out.logits is None  # fused
+    assert out.loss > base.loss  # the coverage term is added
+
+
+def test_copy_attention_settings_are_validated():
+    with pytest.raises(ValueError, match="copy_attention=True needs an encoder-decoder"):
+        hf_llm.HfLlmConfig(copy_attention=True)
+    with pytest.raises(ValueError, match="coverage_loss_weight"):
+        hf_llm.HfLlmConfig(coverage_loss_weight=1.0)
+    with pytest.raises(ValueError, match="coverage_loss_weight=-1"):
+        seq2seq_config("cnn-cnn", coverage_loss_weight=-1)
+    with pytest.raises(ValueError, match="copy_attention='yes' must be true or false"):
+        seq2seq_config("cnn-cnn", copy_attention="yes")
+    with pytest.raises(ValueError, match="rnn_attention='none'"):
+        seq2seq_config("rnn-rnn[lstm,none,bi]", copy_attention=True)
+    model = make_copy("cnn-cnn")
+    embeds = model.get_input_embeddings()(random_ids(1, 4))
+    with pytest.raises(ValueError, match="pass input_ids"):
+        model(inputs_embeds=embeds, decoder_input_ids=random_ids(1, 3))
+
+
+# --------------------------------------------------------------------------------------------------
+# 5. save / load / remote code
+def test_save_load_gives_identical_outputs(tmp_path):
+    """(The trust_remote_code load of copy models is in test_remote_code.py, with every other case.)"""
+    inputs = dict(input_ids=random_ids(2, 6, seed=19), decoder_input_ids=random_ids(2, 4, seed=20))
+    for i, case in enumerate(["transformer-transformer", "rnn-rnn[lstm,bahdanau,bi]", "cnn-cnn"]):
+        model = make_copy(case, coverage_loss_weight=0.1)
+        model.save_pretrained(tmp_path / f"m{i}")
+        loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / f"m{i}").eval()
+        assert loaded.config.copy_attention and loaded.config.coverage_loss_weight == 0.1
+        kwargs = dict(max_new_tokens=5, num_beams=2, do_sample=False, pad_token_id=0)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(**inputs).logits, model(**inputs).logits, atol=1e-6, rtol=0)
+            assert loaded.generate(inputs["input_ids"], **kwargs).tolist() == model.generate(inputs["input_ids"], **kwargs).tolist()
+
+
+def test_a_checkpoint_without_copying_loads_with_copying_turned_on(tmp_path):
+    make_seq2seq("cnn-cnn").save_pretrained(tmp_path)
+    model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path, copy_attention=True)
+    assert model.copy_generator is not None
