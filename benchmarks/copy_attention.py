@@ -99,7 +99,7 @@ def names(family: str, copy: bool, steps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=("summarization", "names"))
+    parser.add_argument("what", choices=("summarization", "names", "table"))
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--variants", default=",".join(VARIANTS))
@@ -107,6 +107,19 @@ def main() -> None:
     args = parser.parse_args()
     families = args.families.split(",")
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    if args.what == "table":  # the summarization figures as the markdown table of docs/ARCHITECTURE.md
+        table = json.load(open(os.path.join(HERE, "results", "copy_attention.json")))
+        print("| Family | " + " | ".join(f"{v}: R-1 / R-2 / R-L (s)" for v in VARIANTS) + " |")
+        print("|---|" + "---|" * len(VARIANTS))
+        for family in families:
+            cells = []
+            for variant in VARIANTS:
+                row = table.get(f"{family}/{variant}")
+                cells.append("not run" if row is None or "error" in row else
+                             f"{row['eval_rouge1']:.1f} / {row['eval_rouge2']:.1f} / {row['eval_rougeL']:.1f} "
+                             f"({row['train_runtime']:.0f})")
+            print(f"| {family} | " + " | ".join(cells) + " |")
+        return
     if args.what == "names":
         out = os.path.join(HERE, "results", "copy_names.json")
         table = json.load(open(out)) if os.path.isfile(out) else {}
