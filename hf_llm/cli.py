@@ -55,7 +55,9 @@ def command_generate(args) -> int:
     for name in ("max_new_tokens", "num_beams", "num_return_sequences"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:
             raise RecipeError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
-    model, tokenizer = load_model_and_tokenizer(args.model_dir, device=args.device, dtype=args.dtype)
+    model, tokenizer = load_model_and_tokenizer(
+        args.model_dir, device=args.device, dtype=args.dtype, quantize=args.quantize
+    )
     kwargs = {k: v for k, v in {
         "max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams, "temperature": args.temperature,
         "top_k": args.top_k, "top_p": args.top_p, "repetition_penalty": args.repetition_penalty,
@@ -88,7 +90,9 @@ def command_chat(args) -> int:
     from .inference import ReplyStreamer, chat_reply, load_model_and_tokenizer
     from .tokenizer import ensure_chat_template
 
-    model, tokenizer = load_model_and_tokenizer(args.model_dir, device=args.device, dtype=args.dtype)
+    model, tokenizer = load_model_and_tokenizer(
+        args.model_dir, device=args.device, dtype=args.dtype, quantize=args.quantize
+    )
     ensure_chat_template(tokenizer)
     kwargs = {k: v for k, v in {"max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample,
                                 "repetition_penalty": args.repetition_penalty}.items() if v is not None}
@@ -199,6 +203,8 @@ def add_device_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, mps, or auto (the GPU if any)")
     command.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                          help="the weights' dtype (default: as saved)")
+    command.add_argument("--quantize", default=None, choices=["int8"],
+                         help="weight-only int8 weights (torchao through transformers; needs hf_llm[quantization])")
 
 
 def build_parser() -> argparse.ArgumentParser:
