@@ -1,4 +1,4 @@
-"""The `hf-llm` command line: train, generate, chat, eval, average, compare, push, tokenizer, recipes.
+"""The `hf-llm` command line: train, generate, chat, serve, eval, average, compare, push, tokenizer, recipes.
 
 A problem the user can fix (a bad recipe key, a missing file, a dataset without its column, ...) is
 printed as one line starting with "error:" and exits with status 2; no traceback.
@@ -114,6 +114,17 @@ def command_chat(args) -> int:
         if streamer is None:
             print(answer, flush=True)
         messages.append({"role": "assistant", "content": answer})
+    return 0
+
+
+def command_serve(args) -> int:
+    """transformers' OpenAI-compatible server for one run folder, until interrupted (hf_llm.serving)."""
+    from .serving import make_server
+
+    server = make_server(args.model_dir, host=args.host, port=args.port, device=args.device, dtype=args.dtype)
+    print(f"Serving {args.model_dir} on http://{args.host}:{args.port}/v1 (model name: {args.model_dir!r})",
+          flush=True)
+    server.run()
     return 0
 
 
@@ -243,6 +254,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="print the reply as it is generated")
     add_device_options(chat)
     chat.set_defaults(handler=command_chat)
+
+    serve = commands.add_parser(
+        "serve", help="serve a causal LM with transformers' OpenAI-compatible server",
+        description="Answers /v1/chat/completions (streamed or not), /v1/completions, /v1/responses and /v1/models "
+        "with transformers' own server application (`transformers serve`), the model loaded from MODEL_DIR. "
+        "Requests name the model as MODEL_DIR is written here (or leave it out). Needs `pip install hf_llm[serve]`.",
+    )
+    serve.add_argument("model_dir", help="folder written by `hf-llm train` (a causal LM or dialogue recipe)")
+    serve.add_argument("--host", default="localhost", help="address to listen on (default localhost)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    add_device_options(serve)
+    serve.set_defaults(handler=command_serve)
 
     evaluate = commands.add_parser(
         "eval", help="evaluate a model on a recipe's validation data",

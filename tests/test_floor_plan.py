@@ -20,7 +20,7 @@ FLOORS = {
     "tasks": 2, "tasks.base": 2, "tasks.causal_lm": 2, "tasks.seq2seq": 2, "tasks.dialogue": 2,
     "tasks.classification": 2, "tasks.metrics": 2,
     "recipes": 3, "cards": 3, "train": 3,
-    "evaluation": 4, "hub": 4, "compare": 4,
+    "evaluation": 4, "hub": 4, "compare": 4, "serving": 4,
     "cli": 5,
 }
 FAMILIES = {"transformer", "rnn", "cnn"}
