@@ -1,4 +1,5 @@
-"""The `hf-llm` command line: train, generate, chat, serve, eval, average, compare, push, tokenizer, recipes.
+"""The `hf-llm` command line: train, generate, chat, serve, eval, harness-tasks, average, compare, push, tokenizer,
+recipes.
 
 A problem the user can fix (a bad recipe key, a missing file, a dataset without its column, ...) is
 printed as one line starting with "error:" and exits with status 2; no traceback.
@@ -139,6 +140,13 @@ def command_eval(args) -> int:
     return 0
 
 
+def command_harness_tasks(args) -> int:
+    from .resources import eval_tasks_folder
+
+    print(eval_tasks_folder())
+    return 0
+
+
 def command_average(args) -> int:
     from .averaging import average_checkpoints
 
@@ -276,6 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("target", help="recipe file/name or model folder")
     evaluate.add_argument("overrides", nargs="*", metavar="section.key=value")
     evaluate.set_defaults(handler=command_eval)
+
+    harness = commands.add_parser(
+        "harness-tasks", help="print the folder of hf_llm's lm-evaluation-harness tasks (for --include_path)",
+        description="Prints the folder holding hf_llm's own lm-evaluation-harness tasks (hf_llm_pydoc), e.g.\n"
+        "  lm_eval --model hf --model_args pretrained=RUN_DIR,trust_remote_code=True --tasks hf_llm_pydoc "
+        "--include_path \"$(hf-llm harness-tasks)\"", formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    harness.set_defaults(handler=command_harness_tasks)
 
     average = commands.add_parser(
         "average", help="average the weights of a run's last checkpoints",
