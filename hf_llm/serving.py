@@ -106,9 +106,9 @@ def build_app(run_dir: str, device: str | None = None, dtype: str | None = None)
 def make_server(run_dir: str, host: str = "localhost", port: int = 8000, device: str | None = None,
                 dtype: str | None = None, log_level: str = "info"):
     """A uvicorn server for `build_app(run_dir, ...)`; `.run()` serves until interrupted."""
-    import uvicorn
-
     if not os.path.isdir(run_dir):
         raise RecipeError(f"Model folder not found: {run_dir}")
-    app = build_app(run_dir, device=device, dtype=dtype)
+    app = build_app(run_dir, device=device, dtype=dtype)  # checks that the serving dependencies are installed
+    import uvicorn
+
     return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))

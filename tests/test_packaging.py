@@ -1,6 +1,6 @@
 """The package as a user installs it: a wheel built from the repository carries the recipes, the card template and
-the lm-eval tasks, and hf_llm run from that wheel (not from this checkout) finds them. `.ci/run` also installs the wheel into a fresh
-virtual environment and trains the quickstart from it."""
+the lm-eval tasks, and hf_llm run from that wheel (not from this checkout) finds them. `.ci/run` also installs the
+wheel into a fresh virtual environment and trains the quickstart from it."""
 
 from __future__ import annotations
 

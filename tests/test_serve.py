@@ -1,6 +1,7 @@
 """`hf-llm serve`: transformers' own OpenAI-compatible server answering for a run folder, on a loopback port, asked
 with a real HTTP client. `/v1/models` lists the model; a chat completion, streamed or not, is the reply greedy
-`chat_reply` (what `hf-llm chat` prints) gives; the streamed deltas add up to the whole reply."""
+`chat_reply` (what `hf-llm chat` prints) gives; the streamed deltas add up to the whole reply; after transformers'
+`/reset` the model is loaded again the same way."""
 
 from __future__ import annotations
 
@@ -102,6 +103,9 @@ def test_served_chat_is_the_greedy_chat_reply_streamed_or_not(tmp_path, tiny_tok
 
         other = client.post("/v1/chat/completions", json={**request, "model": "someone/else"})
         assert other.status_code == 400 and "pinned" in other.text
+        assert client.post("/reset").status_code == 200  # unloads the model: the next request loads it again
+        again = client.post("/v1/chat/completions", json=request)
+        assert again.status_code == 200 and again.json()["choices"][0]["message"]["content"] == whole
 
 
 def test_serve_refuses_what_it_cannot_serve(capsys, tmp_path):
