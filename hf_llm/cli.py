@@ -1,4 +1,5 @@
-"""The `hf-llm` command line: train, generate, chat, eval, average, compare, push, tokenizer, recipes.
+"""The `hf-llm` command line: train, generate, chat, serve, eval, harness-tasks, average, compare, push, tokenizer,
+recipes.
 
 A problem the user can fix (a bad recipe key, a missing file, a dataset without its column, ...) is
 printed as one line starting with "error:" and exits with status 2; no traceback.
@@ -121,6 +122,18 @@ def command_chat(args) -> int:
     return 0
 
 
+def command_serve(args) -> int:
+    """transformers' OpenAI-compatible server for one run folder, until interrupted (hf_llm.serving)."""
+    from .serving import make_server
+
+    server = make_server(args.model_dir, host=args.host, port=args.port, device=args.device, dtype=args.dtype,
+                         quantize=args.quantize)
+    print(f"Serving {args.model_dir} on http://{args.host}:{args.port}/v1 (model name: {args.model_dir!r})",
+          flush=True)
+    server.run()
+    return 0
+
+
 def command_eval(args) -> int:
     import contextlib
 
@@ -129,6 +142,13 @@ def command_eval(args) -> int:
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON only; the Trainer's logs go to stderr
         metrics = evaluate_target(args.target, args.overrides)
     print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def command_harness_tasks(args) -> int:
+    from .resources import eval_tasks_folder
+
+    print(eval_tasks_folder())
     return 0
 
 
@@ -250,6 +270,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_options(chat)
     chat.set_defaults(handler=command_chat)
 
+    serve = commands.add_parser(
+        "serve", help="serve a causal LM with transformers' OpenAI-compatible server",
+        description="Answers /v1/chat/completions (streamed or not), /v1/completions, /v1/responses and /v1/models "
+        "with transformers' own server application (`transformers serve`), the model loaded from MODEL_DIR. "
+        "Requests name the model as MODEL_DIR is written here (or leave it out). Needs `pip install hf_llm[serve]`.",
+    )
+    serve.add_argument("model_dir", help="folder written by `hf-llm train` (a causal LM or dialogue recipe)")
+    serve.add_argument("--host", default="localhost", help="address to listen on (default localhost)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    add_device_options(serve)
+    serve.set_defaults(handler=command_serve)
+
     evaluate = commands.add_parser(
         "eval", help="evaluate a model on a recipe's validation data",
         description="TARGET is a recipe (evaluates its training.output_dir, or model.name_or_path) or a model "
@@ -259,6 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("target", help="recipe file/name or model folder")
     evaluate.add_argument("overrides", nargs="*", metavar="section.key=value")
     evaluate.set_defaults(handler=command_eval)
+
+    harness = commands.add_parser(
+        "harness-tasks", help="print the folder of hf_llm's lm-evaluation-harness tasks (for --include_path)",
+        description="Prints the folder holding hf_llm's own lm-evaluation-harness tasks (hf_llm_pydoc), e.g.\n"
+        "  lm_eval --model hf --model_args pretrained=RUN_DIR,trust_remote_code=True --tasks hf_llm_pydoc "
+        "--include_path \"$(hf-llm harness-tasks)\"", formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    harness.set_defaults(handler=command_harness_tasks)
 
     average = commands.add_parser(
         "average", help="average the weights of a run's last checkpoints",
