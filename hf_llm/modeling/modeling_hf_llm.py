@@ -147,12 +147,16 @@ class HfLlmPreTrainedModel(PreTrainedModel):
             )
         return (model, info) if output_loading_info else model
 
-    def _fused_loss(self, logits_to_keep) -> bool:
-        """Training forwards with labels compute the loss without materialising logits (`config.fused_loss`)."""
-        return (
-            self.config.fused_loss and self.training and torch.is_grad_enabled()
-            and isinstance(logits_to_keep, int) and logits_to_keep == 0
-        )
+    def _fused_loss(self, logits_to_keep, skip_logits: bool | None = None) -> bool:
+        """Whether a forward with labels computes the loss without materialising logits: as `skip_logits` says
+        when given, else in training forwards (`config.fused_loss`)."""
+        every_position = isinstance(logits_to_keep, int) and logits_to_keep == 0
+        if skip_logits is not None:
+            if skip_logits and not every_position:
+                raise ValueError("skip_logits=True computes no logits, so logits_to_keep has nothing to keep: "
+                                 "leave logits_to_keep at 0, or pass skip_logits=False.")
+            return skip_logits
+        return self.config.fused_loss and self.training and torch.is_grad_enabled() and every_position
 
     def _use_cache(self, use_cache: bool | None) -> bool:
         # HF semantics (None -> config.use_cache), but never build a cache while training.
@@ -316,10 +320,16 @@ class HfLlmForCausalLM(HfLlmPreTrainedModel, GenerationMixin):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        skip_logits: bool | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""`labels` are the input ids (pads as -100); the loss shifts them. `logits_to_keep=k` computes
-        logits for the last k positions only (0: all)."""
+        logits for the last k positions only (0: all). `skip_logits` (the name Liger's fused heads use): True
+        computes the loss without logits (`logits=None`), False always returns the logits; None (default) skips
+        them in training forwards with labels when `config.fused_loss` is set."""
+        if skip_logits and labels is None:
+            raise ValueError("skip_logits=True returns only the loss, which needs labels: pass labels, or leave "
+                             "skip_logits at None (logits without labels).")
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -333,7 +343,7 @@ class HfLlmForCausalLM(HfLlmPreTrainedModel, GenerationMixin):
         )
         hidden_states = outputs.last_hidden_state  # (B, T, H)
         extras = {key: value for key, value in outputs.items() if key != "last_hidden_state"}  # cache, hidden states, ...
-        if labels is not None and self._fused_loss(logits_to_keep):
+        if labels is not None and self._fused_loss(logits_to_keep, skip_logits):
             shift_labels = kwargs.get("shift_labels")
             loss = fused_cross_entropy(
                 hidden_states, self.lm_head.weight, labels if shift_labels is None else shift_labels,
