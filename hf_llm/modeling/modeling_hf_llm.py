@@ -36,7 +36,7 @@ from transformers.utils.generic import can_return_tuple
 from .configuration_hf_llm import HfLlmConfig
 from .shared_layers import HfLlmEncoderOutput, fused_cross_entropy, shift_tokens_right, token_cross_entropy
 from .cnn_backbone import HfLlmCNNDecoder, HfLlmCNNEncoder
-from .rnn_backbone import HfLlmRNNDecoder, HfLlmRNNEncoder
+from .rnn_backbone import HfLlmGateProjection, HfLlmRNNDecoder, HfLlmRNNEncoder
 from .transformer_backbone import HfLlmRotaryEmbedding, HfLlmTransformerDecoder, HfLlmTransformerEncoder
 
 ENCODERS = {"transformer": HfLlmTransformerEncoder, "rnn": HfLlmRNNEncoder, "cnn": HfLlmCNNEncoder}
@@ -69,6 +69,8 @@ class HfLlmPreTrainedModel(PreTrainedModel):
         self._keys_to_ignore_on_save = set(getattr(self, "all_tied_weights_keys", None) or {})
 
     def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, HfLlmGateProjection):
+            return  # a view of an LSTM/GRU weight, which that module's initialisation below draws
         if getattr(module, "init_std", None) is not None:
             # A std chosen per layer (the convolutional family's ConvS2S initialisation, the Transformer's
             # cross-attention projections), zero bias; with weight normalisation the direction v gets the draw
@@ -148,10 +150,13 @@ class HfLlmPreTrainedModel(PreTrainedModel):
         return (model, info) if output_loading_info else model
 
     def _fused_loss(self, logits_to_keep) -> bool:
-        """Training forwards with labels compute the loss without materialising logits (`config.fused_loss`)."""
+        """Training forwards with labels compute the loss without materialising logits (`config.fused_loss`), from
+        the head's weight: only while the head is a plain `nn.Linear` (an adapted head, e.g. peft's LoRA on
+        `lm_head`, computes more than its `weight`, so the loss then comes from its logits)."""
         return (
             self.config.fused_loss and self.training and torch.is_grad_enabled()
             and isinstance(logits_to_keep, int) and logits_to_keep == 0
+            and type(self.get_output_embeddings()) is nn.Linear
         )
 
     def _use_cache(self, use_cache: bool | None) -> bool:
