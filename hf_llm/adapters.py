@@ -16,6 +16,9 @@ from __future__ import annotations
 import copy
 import os
 
+import torch
+from torch.nn.utils import parametrize
+
 from .recipe_schema import PeftArgs, RecipeError, lora_config_fields
 
 ADAPTER_FOLDER = "adapter"  # inside a run folder
@@ -61,11 +64,31 @@ def unwrapped(model):
     return model.get_base_model() if is_adapted(model) else model
 
 
+def merged(model):
+    """A copy of a peft model with its adapter merged into the weights: peft's `merge_and_unload`, also for layers
+    whose weight is parametrized (weight normalisation, w = g v / |v|: `cnn_weight_norm`, the fconv presets).
+    peft adds the update to `weight.data`, which for such a layer is a tensor computed anew at every read, so
+    the update would be lost without a word; here the merged matrix is assigned to `weight` instead (torch's
+    parametrization solves for g and v through its right inverse) and that layer's update set to zero before
+    peft merges the others."""
+    model = copy.deepcopy(model)
+    for layer in model.modules():
+        base = getattr(layer, "base_layer", None)
+        if base is None or not hasattr(layer, "get_delta_weight") or not parametrize.is_parametrized(base, "weight"):
+            continue
+        adapters = [name for name in layer.active_adapters if name in layer.lora_A]
+        with torch.no_grad():
+            base.weight = base.weight + sum(layer.get_delta_weight(name) for name in adapters)
+            for name in adapters:
+                layer.lora_B[name].weight.zero_()
+    return model.merge_and_unload()
+
+
 def save_model(model, folder: str) -> None:
-    """`model.save_pretrained(folder)`; an adapted model saves its merged weights there and the adapter in
-    `folder/adapter` (the model given keeps its adapter: the merge happens on a copy)."""
+    """`model.save_pretrained(folder)`; an adapted model saves its merged weights there (`merged`) and the adapter
+    in `folder/adapter` (the model given keeps its adapter: the merge happens on a copy)."""
     if not is_adapted(model):
         model.save_pretrained(folder)
         return
     model.save_pretrained(os.path.join(folder, ADAPTER_FOLDER))
-    copy.deepcopy(model).merge_and_unload().save_pretrained(folder)
+    merged(model).save_pretrained(folder)

@@ -18,7 +18,7 @@ import yaml
 from helpers import assert_logits_close, make_lm, make_seq2seq, random_ids, write_task_recipe
 
 peft = pytest.importorskip("peft")
-from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
+from peft import LoraConfig, get_peft_model  # noqa: E402
 
 from hf_llm.cli import main  # noqa: E402
 from hf_llm.recipes import RecipeError, load_recipe  # noqa: E402
@@ -173,6 +173,21 @@ def test_the_fused_loss_stays_exact_when_the_head_is_adapted(case):
     body_adapted.eval()  # an evaluation forward computes logits, and its loss from them
     unfused = body_adapted(**inputs, labels=labels)
     torch.testing.assert_close(fused.loss, unfused.loss, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["cnn", "cnn-cnn"])
+def test_a_weight_normalised_model_merges_to_the_same_logits(case):
+    """peft's own merge adds to `weight.data`, lost on a weight-normalised layer; `hf_llm.adapters.merged` (what a
+    run saves) assigns the merged matrix through the parametrization."""
+    from hf_llm.adapters import merged
+
+    adapted = nonzero_lora(build(case, cnn_weight_norm=True), target_modules=["conv", "fc_in", "fc_out"]).eval()
+    inputs = inputs_for(case)
+    with torch.no_grad():
+        expected = adapted(**inputs).logits
+        assert_logits_close(merged(adapted)(**inputs).logits, expected)
+        with adapted.disable_adapter():
+            assert (adapted(**inputs).logits - expected).abs().max() > 1e-2, "the adapter counts"
 
 
 def test_peft_recipe_sections_are_checked(tmp_path):
