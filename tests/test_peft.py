@@ -133,6 +133,8 @@ def reloaded(tmp_path_factory):
         with torch.no_grad():
             logits = adapted(**inputs).logits
             merged = copy.deepcopy(adapted).merge_and_unload()(**inputs).logits
+            # the copy's views read the copy's LSTM: merging it left this model as it was
+            assert_logits_close(adapted(**inputs).logits, logits)
         expected[case] = (logits, merged)
         requests[case] = {"base": str(root / f"base{i}"), "adapter": str(root / f"adapter{i}"),
                           "kind": "lm" if case in LM else "s2s", "inputs": {k: v.tolist() for k, v in inputs.items()}}
@@ -221,15 +223,18 @@ with torch.no_grad():
 
 
 def test_a_peft_recipe_trains_an_adapter_through_the_driver_and_the_saved_adapter_reloads(tmp_path):
-    """A tiny recurrent LM run, then a `peft:` run on it: the adapter (LSTM weights included) trains, the run folder
-    holds the merged model that hf-llm's commands load, and adapter/ the adapter that peft loads on the base."""
+    """A tiny recurrent LM run, then a `peft:` run on it (keeping its best checkpoint, as the bundled recipes do):
+    the adapter (LSTM weights included) trains, the run folder holds the merged model that hf-llm's commands load,
+    and adapter/ the adapter that peft loads on the base."""
     recipe = write_task_recipe(tmp_path, "causal_lm", "rnn", data={"max_train_samples": 200, "max_eval_samples": 16},
                                max_steps=1, per_device_train_batch_size=8)
     base_dir, run_dir = tmp_path / "base", tmp_path / "lora"
     assert main(["train", recipe, f"training.output_dir={base_dir}"]) == 0
     assert main(["train", recipe, f"training.output_dir={run_dir}", f"model.name_or_path={base_dir}",
                  f"tokenizer.name_or_path={base_dir}", "peft.r=4", "peft.lora_alpha=8", "training.max_steps=12",
-                 "training.learning_rate=1e-2"]) == 0
+                 "training.learning_rate=1e-2", "training.save_strategy=steps", "training.save_steps=6",
+                 "training.load_best_model_at_end=true"]) == 0
+    assert (run_dir / "checkpoint-12" / "adapter_model.safetensors").is_file(), "checkpoints hold the adapter"
     config = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
     assert RECURRENT_TARGETS <= {name.rsplit(".", 1)[-1] for name in config["target_modules"]}
     assert config["base_model_name_or_path"] == str(base_dir)
