@@ -239,6 +239,7 @@ def test_a_peft_recipe_trains_an_adapter_through_the_driver_and_the_saved_adapte
     assert RECURRENT_TARGETS <= {name.rsplit(".", 1)[-1] for name in config["target_modules"]}
     assert config["base_model_name_or_path"] == str(base_dir)
     assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["peft"]["r"] == 4
+    assert "LoRA (peft) | r=4" in (run_dir / "README.md").read_text(), "the model card says how it was trained"
     results = json.loads((run_dir / "all_results.json").read_text())
     assert results["eval_loss"] < results["init_eval_loss"], "the adapter learned"
 
