@@ -36,7 +36,7 @@ from transformers.utils.generic import can_return_tuple
 from .configuration_hf_llm import HfLlmConfig
 from .shared_layers import HfLlmEncoderOutput, fused_cross_entropy, shift_tokens_right, token_cross_entropy
 from .cnn_backbone import HfLlmCNNDecoder, HfLlmCNNEncoder
-from .rnn_backbone import HfLlmRNNDecoder, HfLlmRNNEncoder
+from .rnn_backbone import HfLlmGateProjection, HfLlmRNNDecoder, HfLlmRNNEncoder
 from .transformer_backbone import HfLlmRotaryEmbedding, HfLlmTransformerDecoder, HfLlmTransformerEncoder
 
 ENCODERS = {"transformer": HfLlmTransformerEncoder, "rnn": HfLlmRNNEncoder, "cnn": HfLlmCNNEncoder}
@@ -69,6 +69,8 @@ class HfLlmPreTrainedModel(PreTrainedModel):
         self._keys_to_ignore_on_save = set(getattr(self, "all_tied_weights_keys", None) or {})
 
     def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, HfLlmGateProjection):
+            return  # a view of an LSTM/GRU weight, which that module's initialisation below draws
         if getattr(module, "init_std", None) is not None:
             # A std chosen per layer (the convolutional family's ConvS2S initialisation, the Transformer's
             # cross-attention projections), zero bias; with weight normalisation the direction v gets the draw
@@ -149,12 +151,16 @@ class HfLlmPreTrainedModel(PreTrainedModel):
 
     def _fused_loss(self, logits_to_keep, skip_logits: bool | None = None) -> bool:
         """Whether a forward with labels computes the loss without materialising logits: as `skip_logits` says
-        when given, else in training forwards (`config.fused_loss`)."""
+        when given, else in training forwards (`config.fused_loss`). The fused loss reads the head's weight, so it
+        runs only while the head is a plain `nn.Linear` (an adapted head, e.g. peft's LoRA on `lm_head`, computes
+        more than its `weight`: the loss then comes from its logits, whatever `skip_logits` says)."""
         every_position = isinstance(logits_to_keep, int) and logits_to_keep == 0
+        if skip_logits and not every_position:
+            raise ValueError("skip_logits=True computes no logits, so logits_to_keep has nothing to keep: "
+                             "leave logits_to_keep at 0, or pass skip_logits=False.")
+        if type(self.get_output_embeddings()) is not nn.Linear:
+            return False
         if skip_logits is not None:
-            if skip_logits and not every_position:
-                raise ValueError("skip_logits=True computes no logits, so logits_to_keep has nothing to keep: "
-                                 "leave logits_to_keep at 0, or pass skip_logits=False.")
             return skip_logits
         return self.config.fused_loss and self.training and torch.is_grad_enabled() and every_position
 
