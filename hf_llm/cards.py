@@ -120,6 +120,10 @@ def build_card(model_dir: str, repo_id: str | None = None, model=None) -> ModelC
                                                   "gradient_accumulation_steps", "learning_rate", "lr_scheduler_type",
                                                   "warmup_steps", "weight_decay", "seed") if k in training]
     hyperparameters += [(key, recipe["data"][key]) for key in task.length_keys if key in recipe.get("data", {})]
+    lora = recipe.get("peft")
+    if lora:  # the weights here are the merged ones; the adapter alone is in adapter/
+        hyperparameters.append(("LoRA (peft)", f"r={lora.get('r')}, lora_alpha={lora.get('lora_alpha')}, target_modules="
+                                f"{lora.get('target_modules')}; merged into these weights, the adapter alone in adapter/"))
     parameters = sum(p.numel() for p in model.parameters()) if model is not None else None
     runtime = metrics.get("train_runtime")
     compute = (f"{platform.processor() or platform.machine()}, torch {torch.__version__}"

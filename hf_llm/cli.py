@@ -1,4 +1,5 @@
-"""The `hf-llm` command line: train, generate, chat, eval, average, compare, push, tokenizer, recipes.
+"""The `hf-llm` command line: train, generate, chat, serve, eval, harness-tasks, average, compare, push, tokenizer,
+recipes.
 
 A problem the user can fix (a bad recipe key, a missing file, a dataset without its column, ...) is
 printed as one line starting with "error:" and exits with status 2; no traceback.
@@ -55,7 +56,9 @@ def command_generate(args) -> int:
     for name in ("max_new_tokens", "num_beams", "num_return_sequences"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:
             raise RecipeError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
-    model, tokenizer = load_model_and_tokenizer(args.model_dir, device=args.device, dtype=args.dtype)
+    model, tokenizer = load_model_and_tokenizer(
+        args.model_dir, device=args.device, dtype=args.dtype, quantize=args.quantize
+    )
     kwargs = {k: v for k, v in {
         "max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams, "temperature": args.temperature,
         "top_k": args.top_k, "top_p": args.top_p, "repetition_penalty": args.repetition_penalty,
@@ -88,7 +91,9 @@ def command_chat(args) -> int:
     from .inference import ReplyStreamer, chat_reply, load_model_and_tokenizer
     from .tokenizer import ensure_chat_template
 
-    model, tokenizer = load_model_and_tokenizer(args.model_dir, device=args.device, dtype=args.dtype)
+    model, tokenizer = load_model_and_tokenizer(
+        args.model_dir, device=args.device, dtype=args.dtype, quantize=args.quantize
+    )
     ensure_chat_template(tokenizer)
     kwargs = {k: v for k, v in {"max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample,
                                 "repetition_penalty": args.repetition_penalty}.items() if v is not None}
@@ -117,6 +122,18 @@ def command_chat(args) -> int:
     return 0
 
 
+def command_serve(args) -> int:
+    """transformers' OpenAI-compatible server for one run folder, until interrupted (hf_llm.serving)."""
+    from .serving import make_server
+
+    server = make_server(args.model_dir, host=args.host, port=args.port, device=args.device, dtype=args.dtype,
+                         quantize=args.quantize)
+    print(f"Serving {args.model_dir} on http://{args.host}:{args.port}/v1 (model name: {args.model_dir!r})",
+          flush=True)
+    server.run()
+    return 0
+
+
 def command_eval(args) -> int:
     import contextlib
 
@@ -125,6 +142,13 @@ def command_eval(args) -> int:
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON only; the Trainer's logs go to stderr
         metrics = evaluate_target(args.target, args.overrides)
     print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def command_harness_tasks(args) -> int:
+    from .resources import eval_tasks_folder
+
+    print(eval_tasks_folder())
     return 0
 
 
@@ -199,6 +223,8 @@ def add_device_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, mps, or auto (the GPU if any)")
     command.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                          help="the weights' dtype (default: as saved)")
+    command.add_argument("--quantize", default=None, choices=["int8"],
+                         help="weight-only int8 weights (torchao through transformers; needs hf_llm[quantization])")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,6 +270,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_options(chat)
     chat.set_defaults(handler=command_chat)
 
+    serve = commands.add_parser(
+        "serve", help="serve a causal LM with transformers' OpenAI-compatible server",
+        description="Answers /v1/chat/completions (streamed or not), /v1/completions, /v1/responses and /v1/models "
+        "with transformers' own server application (`transformers serve`), the model loaded from MODEL_DIR. "
+        "Requests name the model as MODEL_DIR is written here (or leave it out). Needs `pip install hf_llm[serve]`.",
+    )
+    serve.add_argument("model_dir", help="folder written by `hf-llm train` (a causal LM or dialogue recipe)")
+    serve.add_argument("--host", default="localhost", help="address to listen on (default localhost)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    add_device_options(serve)
+    serve.set_defaults(handler=command_serve)
+
     evaluate = commands.add_parser(
         "eval", help="evaluate a model on a recipe's validation data",
         description="TARGET is a recipe (evaluates its training.output_dir, or model.name_or_path) or a model "
@@ -253,6 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("target", help="recipe file/name or model folder")
     evaluate.add_argument("overrides", nargs="*", metavar="section.key=value")
     evaluate.set_defaults(handler=command_eval)
+
+    harness = commands.add_parser(
+        "harness-tasks", help="print the folder of hf_llm's lm-evaluation-harness tasks (for --include_path)",
+        description="Prints the folder holding hf_llm's own lm-evaluation-harness tasks (hf_llm_pydoc), e.g.\n"
+        "  lm_eval --model hf --model_args pretrained=RUN_DIR,trust_remote_code=True --tasks hf_llm_pydoc "
+        "--include_path \"$(hf-llm harness-tasks)\"", formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    harness.set_defaults(handler=command_harness_tasks)
 
     average = commands.add_parser(
         "average", help="average the weights of a run's last checkpoints",

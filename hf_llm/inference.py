@@ -26,11 +26,14 @@ from .tokenizer import ends_with_eos
 logger = logging.getLogger("hf_llm")
 
 
-def load_model_and_tokenizer(model_dir: str, device: str | None = None, dtype: str | None = None):
+def load_model_and_tokenizer(model_dir: str, device: str | None = None, dtype: str | None = None,
+                             quantize: str | None = None):
     """The model (through the Auto class its config names: causal LM, seq2seq or classifier) and tokenizer of a
     folder written by `hf-llm train` (or `save_pretrained`), in eval mode; safetensors only. `device`: where the
     model runs (`cpu`, `cuda`, `cuda:1`, `mps`; `auto`: the GPU if there is one); `dtype`: its weights' dtype
-    (float32, bfloat16, float16; default: as saved)."""
+    (float32, bfloat16, float16; default: as saved); `quantize="int8"`: weight-only int8 through transformers'
+    torchao integration (`TorchAoConfig`; it quantizes `nn.Linear` weights: most of a Transformer, little of the
+    other families, see docs/ARCHITECTURE.md "Fewer bytes per token")."""
     import hf_llm  # noqa: F401  (registers the Auto classes)
     from transformers import (
         AutoConfig,
@@ -53,6 +56,8 @@ def load_model_and_tokenizer(model_dir: str, device: str | None = None, dtype: s
         else:
             auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
         options = {"dtype": getattr(torch, dtype)} if dtype else {}
+        if quantize is not None:
+            options["quantization_config"] = quantization_config(quantize)
         model = auto.from_pretrained(model_dir, use_safetensors=True, **options).eval()  # never unpickle weights
     except (OSError, ValueError) as error:
         raise RecipeError(f"Cannot load the model in {model_dir}: {error}") from None
@@ -68,6 +73,19 @@ def load_model_and_tokenizer(model_dir: str, device: str | None = None, dtype: s
     except (OSError, ValueError) as error:
         raise RecipeError(f"{model_dir} holds no usable tokenizer: {error}") from None
     return model, tokenizer
+
+
+def quantization_config(quantize: str):
+    """transformers' quantization config for a `--quantize` choice."""
+    if quantize != "int8":
+        raise RecipeError(f"--quantize must be int8, got {quantize!r}.")
+    try:
+        from torchao.quantization import Int8WeightOnlyConfig
+    except ImportError:
+        raise RecipeError("--quantize int8 needs torchao: pip install 'hf_llm[quantization]'.") from None
+    from transformers import TorchAoConfig
+
+    return TorchAoConfig(Int8WeightOnlyConfig())
 
 
 def encode_sources(tokenizer, texts: list[str], prefix: str = "", max_length: int | None = None) -> list[list[int]]:

@@ -19,6 +19,7 @@ from transformers import Trainer
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .adapters import save_model, unwrapped
 from .averaging import weight_files
 from .recipe_schema import Recipe, RecipeError, dump_recipe
 
@@ -190,12 +191,13 @@ def is_main_process() -> bool:
 def save_final(trainer: Trainer, tokenizer, recipe: Recipe, output_dir: str, generation_config=None) -> None:
     """Model + tokenizer + generation config + recipe, written beside each other and moved in at the end,
     so an interrupted save never leaves a half-written model in `output_dir`. `generation_config` restores
-    the one set before training (evaluation with generation writes its own settings into the model's)."""
+    the one set before training (evaluation with generation writes its own settings into the model's). A model
+    with a LoRA adapter is saved merged, the adapter beside it in `adapter/` (`hf_llm.adapters.save_model`)."""
     if generation_config is not None:
-        trainer.model.generation_config = generation_config
+        unwrapped(trainer.model).generation_config = generation_config
     staging = tempfile.mkdtemp(prefix=".final-", dir=output_dir)
     try:
-        trainer.model.save_pretrained(staging)
+        save_model(trainer.model, staging)
         tokenizer.save_pretrained(staging)
         dump_recipe(recipe, os.path.join(staging, "recipe.yaml"))
         for name in os.listdir(staging):

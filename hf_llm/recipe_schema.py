@@ -111,6 +111,30 @@ class GenerationArgs:
     seed: int = 0
 
 
+@dataclass
+class PeftArgs:
+    """A LoRA adapter trained instead of the whole model (the `peft:` section; peft's `LoraConfig` fields, the same
+    defaults). `all-linear` adapts every linear layer except the output head, the recurrent family's LSTM/GRU
+    weights included (docs/ARCHITECTURE.md, "PEFT")."""
+
+    r: int = 8
+    lora_alpha: int = 8
+    lora_dropout: float = 0.0
+    target_modules: str | list[str] | None = "all-linear"
+    target_parameters: list[str] | None = None
+    exclude_modules: str | list[str] | None = None
+    modules_to_save: list[str] | None = None
+    bias: typing.Literal["none", "all", "lora_only"] = "none"  # which biases train besides the adapter
+    use_rslora: bool = False
+    use_dora: bool = False
+    init_lora_weights: bool | str = True
+
+
+def lora_config_fields(p: PeftArgs) -> dict[str, Any]:
+    """The `LoraConfig` fields of a `peft:` section."""
+    return dataclasses.asdict(p)
+
+
 def generation_fields(g: GenerationArgs, sample_by_default: bool) -> dict:
     """GenerationConfig fields of the generation section (sampling knobs only when sampling); `do_sample` unset
     means the task's default (`Task.samples_by_default`)."""
@@ -131,6 +155,7 @@ class Recipe:
     data: DataArgs
     generation: GenerationArgs
     training: dict[str, Any]  # TrainingArguments fields; resume_from_checkpoint may also be true
+    peft: PeftArgs | None = None  # a LoRA adapter (the `peft:` section); None: the whole model trains
 
     def to_dict(self) -> dict:
         model = {k: v for k, v in dataclasses.asdict(self.model).items() if k != "config" and v is not None}
@@ -143,11 +168,14 @@ class Recipe:
             "data": dataclasses.asdict(self.data),
             "generation": dataclasses.asdict(self.generation),
             "training": dict(self.training),
+            **({"peft": dataclasses.asdict(self.peft)} if self.peft is not None else {}),
         }
 
 
-SECTIONS = {"model": ModelArgs, "tokenizer": TokenizerArgs, "data": DataArgs, "generation": GenerationArgs}
-TOP_LEVEL = ("description", "task", "model", "tokenizer", "data", "generation", "training")
+SECTIONS = {"model": ModelArgs, "tokenizer": TokenizerArgs, "data": DataArgs, "generation": GenerationArgs,
+            "peft": PeftArgs}
+OPTIONAL_SECTIONS = ("peft",)  # absent: None in the Recipe (present, even empty: the section's defaults)
+TOP_LEVEL = ("description", "task", "model", "tokenizer", "data", "generation", "training", "peft")
 # HfLlmConfig fields that come from the tokenizer, not from a recipe.
 # Keys of the `training` section that hf_llm handles itself (not TrainingArguments fields).
 HF_LLM_TRAINING_KEYS = ("resume_from_checkpoint", "on_nonfinite_loss", "max_minutes", "early_stopping_patience",

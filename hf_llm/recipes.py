@@ -8,6 +8,7 @@ tokenizer: {...}           # TokenizerArgs
 data:      {...}           # DataArgs
 generation: {...}          # GenerationArgs: the sample printed at the end, saved as generation_config
 training:  {...}           # transformers.TrainingArguments fields, unchanged
+peft:      {...}           # optional, PeftArgs (peft's LoraConfig fields): train a LoRA adapter, not the model
 ```
 
 Every problem — an unknown section or key, a value of the wrong type, a missing file — raises
@@ -29,12 +30,14 @@ import yaml
 from .recipe_schema import (  # noqa: F401  (re-exported: the recipe format's names, where users import them)
     BUDGET_KEYS,
     DTYPES,
+    OPTIONAL_SECTIONS,
     SECTIONS,
     TOP_LEVEL,
     TRAINING_DEFAULTS,
     DataArgs,
     GenerationArgs,
     ModelArgs,
+    PeftArgs,
     Recipe,
     RecipeError,
     TokenizerArgs,
@@ -103,6 +106,9 @@ def load_recipe(name_or_path: str | None, overrides: list[str] | None = None, ra
 
     sections = {}
     for name, cls in SECTIONS.items():
+        if name in OPTIONAL_SECTIONS and name not in raw:
+            sections[name] = None
+            continue
         values = raw.get(name) or {}
         hints = typing.get_type_hints(cls)
         if name == "model":
@@ -198,6 +204,25 @@ def validate_inputs(recipe: Recipe) -> None:
         raise RecipeError(f"training: {error}") from None
     validate_training_keys(recipe, arguments)
     check_reporting(arguments.report_to)
+    if recipe.peft is not None:
+        validate_peft(recipe)
+
+
+def validate_peft(recipe: Recipe) -> None:
+    """A `peft:` section: peft installed, a LoraConfig it accepts, a base model to adapt, and none of the run
+    features that read whole-model checkpoints (an adapted run's checkpoints hold the adapter only)."""
+    from .adapters import lora_config
+
+    if recipe.peft.r < 1:
+        raise RecipeError(f"peft.r (the adapter's rank) must be at least 1, got {recipe.peft.r}.")
+    lora_config(recipe.peft)
+    if recipe.model.name_or_path is None:
+        raise RecipeError("peft: a LoRA adapter adapts a trained model: set model.name_or_path to the base checkpoint "
+                          "(a run folder or a Hub id), or leave out the peft: section to train a model from scratch.")
+    for key in ("resume_from_checkpoint", "average_last_checkpoints"):
+        if recipe.training.get(key):
+            raise RecipeError(f"training.{key} is not supported with a peft: section yet (its checkpoints hold the "
+                              "adapter only); leave it out, or fine-tune the whole model.")
 
 
 def check_reporting(report_to: list[str] | None) -> None:

@@ -1,10 +1,12 @@
-"""The files hf_llm ships besides its code: the bundled recipes and the model-card template.
+"""The files hf_llm ships besides its code: the bundled recipes, the model-card template and the
+lm-evaluation-harness tasks.
 
 They live at the top of the repository (`recipes/`, `model_cards/`), where the project's layout puts them, and
 setuptools maps those folders into the package as `hf_llm.recipe_files` and `hf_llm.card_templates`
 (pyproject.toml, `[tool.setuptools.package-dir]`), so a wheel or `pip install .` carries them and they are read
 with `importlib.resources`, wherever the package is installed. A source checkout used without installing
-(`PYTHONPATH=.`) has no such packages; then the folders next to the `hf_llm/` directory are read.
+(`PYTHONPATH=.`) has no such packages; then the folders next to the `hf_llm/` directory are read. The harness
+tasks live inside the package (`hf_llm/eval_tasks/`), since lm-eval reads them from a folder on disk.
 """
 
 from __future__ import annotations
@@ -38,3 +40,8 @@ def bundled_recipes() -> dict[str, Traversable]:
 def card_template() -> str:
     """The model-card template's text (`model_cards/hf_llm.md`)."""
     return _folder("hf_llm.card_templates", "model_cards").joinpath("hf_llm.md").read_text(encoding="utf-8")
+
+
+def eval_tasks_folder() -> pathlib.Path:
+    """The folder of hf_llm's lm-evaluation-harness tasks, for `lm_eval --include_path` (`hf_llm/eval_tasks/`)."""
+    return pathlib.Path(__file__).resolve().parent / "eval_tasks"

@@ -3,6 +3,9 @@
     output folder -> data -> tokenizer -> model -> lengths -> model settings -> tokenised data -> trainer
     -> train -> final evaluation -> samples -> final save (model, metrics, state, loss curve, card, averaging)
 
+With a `peft:` section the model built is wrapped with a LoRA adapter before the trainer (only the adapter
+trains); the final save writes the merged model and, in `adapter/`, the adapter (`hf_llm.adapters`).
+
 Each step asks the task (`hf_llm.tasks`) where tasks differ; the building blocks below (outputs, data,
 tokenizer, models, trainers) know no task. Order matters for safety: the recipe, the data, the tokenizer and
 the model are all checked before the first byte is written, so a bad input never touches an existing
@@ -27,6 +30,7 @@ from transformers import Trainer, TrainerState
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import TrainOutput, set_seed
 
+from .adapters import add_adapter
 from .averaging import read_weights
 from .cards import write_card
 from .data import load_raw
@@ -104,6 +108,15 @@ def run(recipe: Recipe, overwrite: bool = False) -> dict[str, Any]:
         check_resume_fits(resume, model, tokenizer)
     # Evaluation with generation writes its settings into the model's generation config: the one saved is this.
     intended_generation = copy.deepcopy(getattr(model, "generation_config", None))
+    if recipe.peft is not None:
+        if warm_report is not None:
+            raise RecipeError("peft: a LoRA adapter adapts a model of this task's kind, but model.name_or_path is "
+                              "warm-started (new layers that the adapter would leave untrained); fine-tune the "
+                              "whole model, or start from a checkpoint of this task.")
+        model = add_adapter(model, recipe.peft)
+        trainable, total = model.get_nb_trainable_parameters()
+        logger.info("peft: training a LoRA adapter, %d of %d parameters (%.2f%%)", trainable, total,
+                    100 * trainable / total)
     tokenized = task.tokenize(recipe, raw, tokenizer, model)
     trainer = make_trainer(task, recipe, model, tokenizer, tokenized, {"eval_on_start": resume is None})
 

@@ -16,11 +16,11 @@ FLOORS = {
     "modeling": 0,
     "presets": 1, "corpus": 1, "gettext_corpus": 1, "demo_data": 1, "recipe_schema": 1, "data": 1, "tokenizer": 1,
     "models": 1, "trainers": 1, "outputs": 1, "inference": 1, "averaging": 1, "pipelines": 1, "resources": 1,
-    "hf_llm": 1,
+    "eval_tasks": 1, "eval_tasks.pydoc_data": 1, "adapters": 1, "hf_llm": 1,
     "tasks": 2, "tasks.base": 2, "tasks.causal_lm": 2, "tasks.seq2seq": 2, "tasks.dialogue": 2,
     "tasks.classification": 2, "tasks.metrics": 2,
     "recipes": 3, "cards": 3, "train": 3,
-    "evaluation": 4, "hub": 4, "compare": 4,
+    "evaluation": 4, "hub": 4, "compare": 4, "serving": 4,
     "cli": 5,
 }
 FAMILIES = {"transformer", "rnn", "cnn"}

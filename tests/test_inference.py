@@ -85,3 +85,15 @@ def test_chat_streams_the_reply(monkeypatch, capsys):
         answers[stream] = capsys.readouterr().out.split("assistant> ", 1)[1]
     lines = {k: [line.rstrip() for line in v.splitlines()] for k, v in answers.items()}
     assert lines["--stream"] == lines["--no-stream"] and lines["--stream"][0], answers
+
+
+def test_int8_weights_from_the_command_line(capsys):
+    pytest.importorskip("torchao")
+    folder = str(RUNS / "translation")  # ConvS2S: its attention projections are nn.Linear, quantized
+    model, _ = load_model_and_tokenizer(folder, quantize="int8")
+    assert any(type(p.data) is not torch.Tensor for p in model.parameters()), "no weight was quantized"
+    assert main(["generate", folder, PROMPTS["translation"], "--max-new-tokens", "4", "--quantize", "int8"]) == 0
+    assert capsys.readouterr().out.strip()
+    with pytest.raises(SystemExit):
+        main(["generate", folder, "x", "--quantize", "int4"])
+    assert "invalid choice: 'int4'" in capsys.readouterr().err

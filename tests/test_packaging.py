@@ -1,6 +1,6 @@
-"""The package as a user installs it: a wheel built from the repository carries the recipes and the card template,
-and hf_llm run from that wheel (not from this checkout) finds them. `.ci/run` also installs the wheel into a fresh
-virtual environment and trains the quickstart from it."""
+"""The package as a user installs it: a wheel built from the repository carries the recipes, the card template and
+the lm-eval tasks, and hf_llm run from that wheel (not from this checkout) finds them. `.ci/run` also installs the
+wheel into a fresh virtual environment and trains the quickstart from it."""
 
 from __future__ import annotations
 
@@ -40,6 +40,9 @@ def test_the_wheel_holds_every_recipe_and_the_card_template(wheel):
     recipes = {p.relative_to(ROOT / "recipes").as_posix() for p in (ROOT / "recipes").rglob("*.yaml")}
     assert {f"hf_llm/recipe_files/{r}" for r in recipes} <= names
     assert "hf_llm/card_templates/hf_llm.md" in names
+    tasks = {f"hf_llm/eval_tasks/{p.name}" for p in (ROOT / "hf_llm" / "eval_tasks").iterdir() if p.suffix in
+             (".yaml", ".jsonl", ".py")}
+    assert "hf_llm/eval_tasks/hf_llm_pydoc.yaml" in tasks and tasks <= names, "the lm-eval tasks and their data"
     assert "hf_llm/modeling/modeling_hf_llm.py" in names and "hf_llm/tasks/base.py" in names
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]

@@ -39,7 +39,7 @@ from .configuration_hf_llm import HfLlmConfig
 from .copy_layers import HfLlmCopyGenerator, coverage_loss
 from .shared_layers import HfLlmEncoderOutput, fused_cross_entropy, shift_tokens_right, token_cross_entropy
 from .cnn_backbone import HfLlmCNNDecoder, HfLlmCNNEncoder
-from .rnn_backbone import HfLlmRNNDecoder, HfLlmRNNEncoder
+from .rnn_backbone import HfLlmGateProjection, HfLlmRNNDecoder, HfLlmRNNEncoder
 from .transformer_backbone import HfLlmRotaryEmbedding, HfLlmTransformerDecoder, HfLlmTransformerEncoder
 
 ENCODERS = {"transformer": HfLlmTransformerEncoder, "rnn": HfLlmRNNEncoder, "cnn": HfLlmCNNEncoder}
@@ -80,6 +80,8 @@ class HfLlmPreTrainedModel(PreTrainedModel):
         self._keys_to_ignore_on_save = set(getattr(self, "all_tied_weights_keys", None) or {})
 
     def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, HfLlmGateProjection):
+            return  # a view of an LSTM/GRU weight, which that module's initialisation below draws
         if getattr(module, "init_std", None) is not None:
             # A std chosen per layer (the convolutional family's ConvS2S initialisation, the Transformer's
             # cross-attention projections), zero bias; with weight normalisation the direction v gets the draw
@@ -158,13 +160,21 @@ class HfLlmPreTrainedModel(PreTrainedModel):
             )
         return (model, info) if output_loading_info else model
 
-    def _fused_loss(self, logits_to_keep) -> bool:
-        """Training forwards with labels compute the loss without materialising logits (`config.fused_loss`), unless
-        copy attention needs the mixed distribution."""
-        return (
-            self.config.fused_loss and not self.config.copy_attention and self.training and torch.is_grad_enabled()
-            and isinstance(logits_to_keep, int) and logits_to_keep == 0
-        )
+    def _fused_loss(self, logits_to_keep, skip_logits: bool | None = None) -> bool:
+        """Whether a forward with labels computes the loss without materialising logits: as `skip_logits` says
+        when given, else in training forwards (`config.fused_loss`). The fused loss reads the head's weight, so it
+        runs only while the head is a plain `nn.Linear` (an adapted head, e.g. peft's LoRA on `lm_head`, computes
+        more than its `weight`: the loss then comes from its logits, whatever `skip_logits` says), and never with copy
+        attention, whose loss needs the mixed distribution."""
+        every_position = isinstance(logits_to_keep, int) and logits_to_keep == 0
+        if skip_logits and not every_position:
+            raise ValueError("skip_logits=True computes no logits, so logits_to_keep has nothing to keep: "
+                             "leave logits_to_keep at 0, or pass skip_logits=False.")
+        if type(self.get_output_embeddings()) is not nn.Linear or self.config.copy_attention:
+            return False
+        if skip_logits is not None:
+            return skip_logits
+        return self.config.fused_loss and self.training and torch.is_grad_enabled() and every_position
 
     def _use_cache(self, use_cache: bool | None) -> bool:
         # HF semantics (None -> config.use_cache), but never build a cache while training.
@@ -329,10 +339,16 @@ class HfLlmForCausalLM(HfLlmPreTrainedModel, GenerationMixin):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        skip_logits: bool | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""`labels` are the input ids (pads as -100); the loss shifts them. `logits_to_keep=k` computes
-        logits for the last k positions only (0: all)."""
+        logits for the last k positions only (0: all). `skip_logits` (the name Liger's fused heads use): True
+        computes the loss without logits (`logits=None`), False always returns the logits; None (default) skips
+        them in training forwards with labels when `config.fused_loss` is set."""
+        if skip_logits and labels is None:
+            raise ValueError("skip_logits=True returns only the loss, which needs labels: pass labels, or leave "
+                             "skip_logits at None (logits without labels).")
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -346,7 +362,7 @@ class HfLlmForCausalLM(HfLlmPreTrainedModel, GenerationMixin):
         )
         hidden_states = outputs.last_hidden_state  # (B, T, H)
         extras = {key: value for key, value in outputs.items() if key != "last_hidden_state"}  # cache, hidden states, ...
-        if labels is not None and self._fused_loss(logits_to_keep):
+        if labels is not None and self._fused_loss(logits_to_keep, skip_logits):
             shift_labels = kwargs.get("shift_labels")
             loss = fused_cross_entropy(
                 hidden_states, self.lm_head.weight, labels if shift_labels is None else shift_labels,

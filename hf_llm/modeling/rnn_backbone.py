@@ -56,29 +56,93 @@ class PackedPadding:
         return torch.zeros_like(front).scatter(1, self.order.unsqueeze(-1).expand_as(front), front)
 
 
-def call_rnn(rnn: nn.RNNBase, x: torch.Tensor | PackedSequence, state: RNNState | None):
-    """`rnn(x, state)`; under CPU autocast in float32: oneDNN's bfloat16 LSTM/GRU needs a CPU with AVX512-BF16 or
-    AMX and fails elsewhere ("could not create a primitive descriptor"), and the recurrence is a small share of
-    the FLOPs."""
-    if not (torch.is_autocast_enabled("cpu") and (x.data if isinstance(x, PackedSequence) else x).device.type == "cpu"):
+class HfLlmGateProjection(nn.Linear):
+    """One weight matrix of a fused `nn.LSTM` / `nn.GRU` (`weight_ih_l0`: layer 0's input-to-gates projection,
+    `weight_hh_l0`: its hidden-to-gates one, ...) seen as a bias-free `nn.Linear`, `(.., in) -> (.., gates * H)`.
+
+    The view owns no parameter: the recurrent module keeps its weights (their names in the checkpoint) and its
+    fused kernel. It is there so that tools which adapt linear layers find the recurrent weights: peft's LoRA
+    with `target_modules="all-linear"` (or `["ih_l0", "hh_l0"]`) wraps the views, and the recurrence then runs
+    the fused kernel with the wrapped maps' matrices (`HfLlmGateProjections.adapted_weights`). peft's merge
+    writes into the recurrent module's own weights through `weight`.
+    """
+
+    def __init__(self, rnn: nn.RNNBase, parameter_name: str):
+        nn.Module.__init__(self)  # no weight of its own: `weight` reads the recurrent module's
+        self.__dict__["rnn"] = rnn  # a plain reference, not a submodule: the parameters keep their names
+        self.parameter_name = parameter_name
+        self.out_features, self.in_features = getattr(rnn, parameter_name).shape
+        self.register_parameter("bias", None)
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return getattr(self.__dict__["rnn"], self.parameter_name)
+
+
+class HfLlmGateProjections(nn.Module):
+    """A view (`HfLlmGateProjection`) of every weight matrix of a fused recurrent module, named after it without
+    the `weight_` prefix: `ih_l0`, `hh_l0`, `ih_l0_reverse`, `hh_l0_reverse`, `ih_l1`, ..."""
+
+    def __init__(self, rnn: nn.RNNBase):
+        super().__init__()
+        self.__dict__["rnn"] = rnn  # a plain reference, not a submodule
+        for name, _ in rnn.named_parameters(recurse=False):
+            if name.startswith("weight_"):
+                self.add_module(name.removeprefix("weight_"), HfLlmGateProjection(rnn, name))
+
+    def adapted_weights(self) -> dict[str, torch.Tensor] | None:
+        """The matrices `(out, in)` of the views a tool has wrapped (peft's `lora.Linear`, ...), by the recurrent
+        module's parameter names; None when no view is wrapped (the kernel then runs on its own weights).
+
+        A wrapped view is a linear map of its input (LoRA, DoRA, IA3, ... add to or scale the matrix), so
+        applying it to the identity gives its matrix exactly, gradients to the adapter included; it costs one
+        `in x in x out` product per forward, a small share of a batch's `B x T x in x out`. (With
+        `lora_dropout` the dropout falls on the identity's rows, i.e. on the columns of the update, once per
+        forward rather than per token.)"""
+        adapted = {}
+        for name, view in self.named_children():
+            if isinstance(view, HfLlmGateProjection):
+                continue
+            stored = getattr(self.__dict__["rnn"], f"weight_{name}")  # (out, in)
+            identity = torch.eye(stored.shape[1], dtype=stored.dtype, device=stored.device)
+            adapted[f"weight_{name}"] = view(identity).T.to(stored.dtype)  # (out, in)
+        return adapted or None
+
+
+def forward_rnn(rnn: nn.RNNBase, x: torch.Tensor | PackedSequence, state: RNNState | None,
+                weights: dict[str, torch.Tensor] | None):
+    """`rnn(x, state)`, with `weights` (adapted matrices, by parameter name) in place of its own where given."""
+    if not weights:
         return rnn(x, state)
+    return torch.func.functional_call(rnn, weights, (x, state))
+
+
+def call_rnn(rnn: nn.RNNBase, x: torch.Tensor | PackedSequence, state: RNNState | None,
+             weights: dict[str, torch.Tensor] | None = None):
+    """`rnn(x, state)` (with adapted `weights`, `HfLlmGateProjections.adapted_weights`); under CPU autocast in
+    float32: oneDNN's bfloat16 LSTM/GRU needs a CPU with AVX512-BF16 or AMX and fails elsewhere ("could not
+    create a primitive descriptor"), and the recurrence is a small share of the FLOPs."""
+    if not (torch.is_autocast_enabled("cpu") and (x.data if isinstance(x, PackedSequence) else x).device.type == "cpu"):
+        return forward_rnn(rnn, x, state, weights)
     with torch.autocast("cpu", enabled=False):
         x = x._replace(data=x.data.float()) if isinstance(x, PackedSequence) else x.float()
         if state is not None:
             state = tuple(part.float() for part in state) if isinstance(state, tuple) else state.float()
-        return rnn(x, state)
+        weights = {name: w.float() for name, w in weights.items()} if weights else None
+        return forward_rnn(rnn, x, state, weights)
 
 
 def needs_packing(mask: torch.Tensor | None) -> bool:
     return mask is not None and not bool(mask.all())
 
 
-def run_rnn(rnn: nn.RNNBase, x: torch.Tensor, mask: torch.Tensor | None, state: RNNState | None):
+def run_rnn(rnn: nn.RNNBase, x: torch.Tensor, mask: torch.Tensor | None, state: RNNState | None,
+            weights: dict[str, torch.Tensor] | None = None):
     """Run a fused RNN over `x (B, T, D)` from `state`, skipping padding wherever it is (left or right)."""
     if not needs_packing(mask):
-        return call_rnn(rnn, x, state)
+        return call_rnn(rnn, x, state, weights)
     padding = PackedPadding(mask)
-    packed_out, final = call_rnn(rnn, padding.pack(x), state)
+    packed_out, final = call_rnn(rnn, padding.pack(x), state, weights)
     return padding.unpack(packed_out), final
 
 
@@ -105,14 +169,17 @@ def forward_fill(outputs: torch.Tensor, mask: torch.Tensor | None, initial: torc
 
 
 def lstm_cells(lstm: nn.LSTM, inputs: torch.Tensor, hidden: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor,
-               mask: torch.Tensor | None) -> torch.Tensor:
+               mask: torch.Tensor | None, weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """The cell state after every token `(B, T, H)` of a one-layer LSTM whose inputs `(B, T, D)` and hidden states
     `(B, T, H)` (from the fused kernel, which returns only the last cell) are known: the gates of all steps at once,
     then the linear recurrence c_t = f_t * c_{t-1} + i_t * g_t solved by a parallel prefix scan in log2(T) steps
-    (Hillis & Steele 1986; products of forget gates in (0, 1) only shrink, so the scan is stable)."""
+    (Hillis & Steele 1986; products of forget gates in (0, 1) only shrink, so the scan is stable). `weights`: the
+    adapted matrices the kernel ran with (`HfLlmGateProjections.adapted_weights`)."""
+    weights = weights or {}
+    weight_ih, weight_hh = weights.get("weight_ih_l0", lstm.weight_ih_l0), weights.get("weight_hh_l0", lstm.weight_hh_l0)
     previous = torch.cat([h0.unsqueeze(1), hidden[:, :-1]], dim=1)  # (B, T, H): h_{t-1}
-    gates = nn.functional.linear(inputs, lstm.weight_ih_l0, lstm.bias_ih_l0) + \
-        nn.functional.linear(previous, lstm.weight_hh_l0, lstm.bias_hh_l0)  # (B, T, 4H): input, forget, cell, output
+    gates = nn.functional.linear(inputs, weight_ih, lstm.bias_ih_l0) + \
+        nn.functional.linear(previous, weight_hh, lstm.bias_hh_l0)  # (B, T, 4H): input, forget, cell, output
     i, f, g, _ = gates.chunk(4, dim=-1)
     a, b = torch.sigmoid(f), torch.sigmoid(i) * torch.tanh(g)
     if mask is not None:  # a padding step holds the cell: c_t = c_{t-1}
@@ -135,6 +202,7 @@ class HfLlmRNNLayer(GradientCheckpointingLayer):
         super().__init__()
         rnn_class = nn.LSTM if cell == "lstm" else nn.GRU
         self.rnn = rnn_class(input_size, hidden_size, 1, batch_first=True, bidirectional=bidirectional)
+        self.gates = HfLlmGateProjections(self.rnn)  # the weights as nn.Linear views, for peft (no parameters)
 
     def forward(self, data, batch_sizes=None, sorted_indices=None, unsorted_indices=None, h0=None, c0=None):
         """`data` is a padded batch `(B, T, D)` or the data of a packed sequence whose other fields follow. Every
@@ -142,7 +210,7 @@ class HfLlmRNNLayer(GradientCheckpointingLayer):
         packed = batch_sizes is not None
         x = PackedSequence(data, batch_sizes, sorted_indices, unsorted_indices) if packed else data
         state = None if h0 is None else (h0 if c0 is None else (h0, c0))
-        out, final = call_rnn(self.rnn, x, state)
+        out, final = call_rnn(self.rnn, x, state, self.gates.adapted_weights())
         return (out.data if packed else out), *split_state(final)  # outputs, h_n, c_n (None for a GRU)
 
 
@@ -208,7 +276,8 @@ class HfLlmRecurrence(nn.Module):
                 hiddens.append(hidden)
                 if c_n is not None:
                     c_start = zeros if c0 is None else c0[0]
-                    cell = lstm_cells(layer.rnn, layer_inputs, hidden, zeros if h0 is None else h0[0], c_start, mask)
+                    cell = lstm_cells(layer.rnn, layer_inputs, hidden, zeros if h0 is None else h0[0], c_start, mask,
+                                      layer.gates.adapted_weights())
                     cells.append(torch.cat([cell[:, :-1], c_n[0].unsqueeze(1)], dim=1))
         if isinstance(finals[0], tuple):
             final = tuple(torch.cat(parts, dim=0) for parts in zip(*finals))
@@ -236,6 +305,7 @@ class HfLlmAttentionRecurrence(GradientCheckpointingLayer):
         input_size = 2 * hidden if self.stepped else hidden
         self.rnn = rnn_class(input_size, hidden, num_layers, batch_first=True,
                              dropout=config.dropout if num_layers > 1 else 0.0)
+        self.gates = HfLlmGateProjections(self.rnn)  # the weights as nn.Linear views, for peft (no parameters)
         if self.attention == "bahdanau":
             self.query_proj = nn.Linear(hidden, hidden, bias=False)  # W_a s_{t-1}
             self.score_proj = nn.Linear(hidden, 1, bias=False)  # v_a
@@ -247,17 +317,18 @@ class HfLlmAttentionRecurrence(GradientCheckpointingLayer):
         context = torch.bmm(probs, values)  # (B, T, H)
         return torch.tanh(self.combine(torch.cat([context, states], dim=-1))), probs
 
-    def step(self, x, state, feed, keys, values, source_mask):
-        """One target token `x (B, H)` -> attentional vector `(B, H)`, new state, attention weights `(B, S)`."""
+    def step(self, x, state, feed, keys, values, source_mask, weights=None):
+        """One target token `x (B, H)` -> attentional vector `(B, H)`, new state, attention weights `(B, S)`;
+        `weights`: the adapted recurrent matrices, read once per forward (`HfLlmGateProjections.adapted_weights`)."""
         if self.attention == "bahdanau":
             top = split_state(state)[0][-1]  # (B, H) previous top-layer state
             energy = self.score_proj(torch.tanh(keys + self.query_proj(top).unsqueeze(1))).squeeze(-1)  # (B, S)
             probs = masked_softmax(energy, source_mask)
             context = torch.bmm(probs.unsqueeze(1), values).squeeze(1)  # (B, H)
-            out, state = call_rnn(self.rnn, torch.cat([x, context], dim=-1).unsqueeze(1), state)
+            out, state = call_rnn(self.rnn, torch.cat([x, context], dim=-1).unsqueeze(1), state, weights)
             return torch.tanh(self.combine(torch.cat([context, out.squeeze(1)], dim=-1))), state, probs
         rnn_input = torch.cat([x, feed], dim=-1) if self.stepped else x
-        out, state = call_rnn(self.rnn, rnn_input.unsqueeze(1), state)
+        out, state = call_rnn(self.rnn, rnn_input.unsqueeze(1), state, weights)
         attentional, probs = self.luong_attend(out, keys, values, source_mask)
         return attentional.squeeze(1), state, probs.squeeze(1)
 
@@ -267,11 +338,13 @@ class HfLlmAttentionRecurrence(GradientCheckpointingLayer):
         state, last attentional vector, attention weights `(B, T, S)`, and with `stepwise` the states after every
         token (`run_steps`). Every tensor comes positionally, so that reentrant gradient checkpointing sees it."""
         state = h0 if c0 is None else (h0, c0)
+        weights = self.gates.adapted_weights()
         if not self.stepped and not stepwise:
-            states, state = run_rnn(self.rnn, x, mask, state)
+            states, state = run_rnn(self.rnn, x, mask, state, weights)
             outputs, probs = self.luong_attend(states, keys, values, source_mask)
             return outputs, state, feed, probs, None
-        steps = run_steps(lambda x_t, s, f: self.step(x_t, s, f, keys, values, source_mask), x, mask, state, feed)
+        steps = run_steps(lambda x_t, s, f: self.step(x_t, s, f, keys, values, source_mask, weights), x, mask, state,
+                          feed)
         return steps.outputs, steps.state, steps.feed, steps.probs, steps
 
 

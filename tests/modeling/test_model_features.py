@@ -198,6 +198,27 @@ def test_fused_loss_equals_the_plain_loss_and_gradients(case):
         assert model(**batch, labels=labels).logits is not None, "evaluation still returns logits"
 
 
+@pytest.mark.parametrize("case", ["transformer", "rnn-lstm", "cnn"])
+def test_skip_logits_chooses_per_call_whether_a_forward_with_labels_returns_logits(case):
+    """`skip_logits=False`: logits even in a training forward (a trainer that reads them, e.g. trl <= 1.14);
+    `skip_logits=True`: the fused loss even in evaluation. The loss is the same either way."""
+    batch = batch_for(case)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    model = build(case).train()
+    fused = model(**batch, labels=labels)
+    plain = model(**batch, labels=labels, skip_logits=False)
+    assert fused.logits is None and plain.logits is not None
+    torch.testing.assert_close(plain.loss, fused.loss, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        evaluated = model.eval()(**batch, labels=labels, skip_logits=True)
+    assert evaluated.logits is None
+    torch.testing.assert_close(evaluated.loss, fused.loss.detach(), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="needs labels"):
+        model(**batch, skip_logits=True)
+    with pytest.raises(ValueError, match="logits_to_keep"):
+        model(**batch, labels=labels, skip_logits=True, logits_to_keep=1)
+
+
 @pytest.mark.parametrize("chunk_size", [3, 7, 512, None])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_fused_cross_entropy_over_several_chunks_matches_the_plain_loss(chunk_size, dtype):
