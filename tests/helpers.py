@@ -137,3 +137,24 @@ def nan_loss_at(forward, at_call: int):
         return out
 
     return wrapper
+
+
+def assert_seq2seq_padded_rows_generate_alone(model, num_beams: int) -> None:
+    """A left- or right-padded batch of sources generates what each source generates alone."""
+    rows = [random_ids(1, 8, seed=10)[0], random_ids(1, 3, seed=11)[0], random_ids(1, 5, seed=12)[0]]
+    kwargs = dict(max_new_tokens=6, do_sample=False, num_beams=num_beams, pad_token_id=0)
+    with torch.no_grad():
+        alone = [model.generate(r[None], attention_mask=torch.ones(1, len(r), dtype=torch.long), **kwargs)[0] for r in rows]
+        for pad in (left_pad, right_pad):
+            ids, mask = pad(rows)
+            batched = model.generate(ids, attention_mask=mask, **kwargs)
+            for i in range(len(rows)):
+                assert batched[i].tolist() == alone[i].tolist(), f"row {i} differs with {pad.__name__}"
+
+
+def assert_beam_search_agrees_with_and_without_cache(model, ids: torch.Tensor, mask: torch.Tensor) -> None:
+    kwargs = dict(attention_mask=mask, max_new_tokens=6, num_beams=4, do_sample=False, pad_token_id=0)
+    with torch.no_grad():
+        cached = model.generate(ids, use_cache=True, **kwargs)
+        uncached = model.generate(ids, use_cache=False, **kwargs)
+    assert cached.tolist() == uncached.tolist()

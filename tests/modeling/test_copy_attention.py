@@ -14,7 +14,15 @@ from __future__ import annotations
 import pytest
 import torch
 from cases import seq2seq_config
-from helpers import assert_logits_close, left_pad, make_seq2seq, random_ids, right_pad
+from helpers import (
+    assert_beam_search_agrees_with_and_without_cache,
+    assert_logits_close,
+    assert_seq2seq_padded_rows_generate_alone,
+    left_pad,
+    make_seq2seq,
+    random_ids,
+    right_pad,
+)
 from transformers import AutoModelForSeq2SeqLM
 
 import hf_llm
@@ -105,27 +113,13 @@ def test_cached_decoding_matches_full_forward_with_copying(case):
 @pytest.mark.parametrize("num_beams", [1, 3])
 @pytest.mark.parametrize("case", CASES)
 def test_padded_batch_generates_rows_alone_with_copying(case, num_beams):
-    model = make_copy(case)
-    rows = [random_ids(1, 8, seed=10)[0], random_ids(1, 3, seed=11)[0], random_ids(1, 5, seed=12)[0]]
-    kwargs = dict(max_new_tokens=6, do_sample=False, num_beams=num_beams, pad_token_id=0)
-    with torch.no_grad():
-        alone = [model.generate(r[None], attention_mask=torch.ones(1, len(r), dtype=torch.long), **kwargs)[0] for r in rows]
-        for pad in (left_pad, right_pad):
-            ids, mask = pad(rows)
-            batched = model.generate(ids, attention_mask=mask, **kwargs)
-            for i in range(len(rows)):
-                assert batched[i].tolist() == alone[i].tolist(), f"row {i} differs with {pad.__name__}"
+    assert_seq2seq_padded_rows_generate_alone(make_copy(case), num_beams)
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_beam_search_with_and_without_cache_agree_with_copying(case):
-    model = make_copy(case)
     ids, mask = right_pad([random_ids(1, 7, seed=13)[0], random_ids(1, 4, seed=14)[0]])
-    kwargs = dict(attention_mask=mask, max_new_tokens=6, num_beams=4, do_sample=False, pad_token_id=0)
-    with torch.no_grad():
-        cached = model.generate(ids, use_cache=True, **kwargs)
-        uncached = model.generate(ids, use_cache=False, **kwargs)
-    assert cached.tolist() == uncached.tolist()
+    assert_beam_search_agrees_with_and_without_cache(make_copy(case), ids, mask)
 
 
 def test_beams_copy_from_their_own_source():

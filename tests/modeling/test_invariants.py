@@ -13,6 +13,8 @@ import pytest
 import torch
 from cases import LM_CASES, SEQ2SEQ_CASES
 from helpers import (
+    assert_beam_search_agrees_with_and_without_cache,
+    assert_seq2seq_padded_rows_generate_alone,
     assert_logits_close,
     left_pad,
     make_lm,
@@ -100,40 +102,21 @@ def test_lm_left_padded_batch_generates_rows_alone(case, num_beams):
 @pytest.mark.parametrize("num_beams", [1, 3])
 @pytest.mark.parametrize("case", SEQ2SEQ_CASES)
 def test_seq2seq_padded_batch_generates_rows_alone(case, num_beams):
-    model = make_seq2seq(case)
-    rows = [random_ids(1, 8, seed=10)[0], random_ids(1, 3, seed=11)[0], random_ids(1, 5, seed=12)[0]]
-    kwargs = dict(max_new_tokens=6, do_sample=False, num_beams=num_beams, pad_token_id=0)
-    with torch.no_grad():
-        alone = [model.generate(r[None], attention_mask=torch.ones(1, len(r), dtype=torch.long), **kwargs)[0] for r in rows]
-        for pad in (left_pad, right_pad):
-            ids, mask = pad(rows)
-            batched = model.generate(ids, attention_mask=mask, **kwargs)
-            for i in range(len(rows)):
-                assert batched[i].tolist() == alone[i].tolist(), f"row {i} differs with {pad.__name__}"
+    assert_seq2seq_padded_rows_generate_alone(make_seq2seq(case), num_beams)
 
 
 # --------------------------------------------------------------------------------------------------
 # 3. beam search with cache == without; sampling reproducible
 @pytest.mark.parametrize("case", LM_CASES)
 def test_lm_beam_search_with_and_without_cache_agree(case):
-    model = make_lm(case)
     ids, mask = left_pad([random_ids(1, 6, seed=13)[0], random_ids(1, 4, seed=14)[0]])
-    kwargs = dict(attention_mask=mask, max_new_tokens=6, num_beams=4, do_sample=False, pad_token_id=0)
-    with torch.no_grad():
-        cached = model.generate(ids, use_cache=True, **kwargs)
-        uncached = model.generate(ids, use_cache=False, **kwargs)
-    assert cached.tolist() == uncached.tolist()
+    assert_beam_search_agrees_with_and_without_cache(make_lm(case), ids, mask)
 
 
 @pytest.mark.parametrize("case", SEQ2SEQ_CASES)
 def test_seq2seq_beam_search_with_and_without_cache_agree(case):
-    model = make_seq2seq(case)
     ids, mask = right_pad([random_ids(1, 7, seed=15)[0], random_ids(1, 4, seed=16)[0]])
-    kwargs = dict(attention_mask=mask, max_new_tokens=6, num_beams=4, do_sample=False, pad_token_id=0)
-    with torch.no_grad():
-        cached = model.generate(ids, use_cache=True, **kwargs)
-        uncached = model.generate(ids, use_cache=False, **kwargs)
-    assert cached.tolist() == uncached.tolist()
+    assert_beam_search_agrees_with_and_without_cache(make_seq2seq(case), ids, mask)
 
 
 @pytest.mark.parametrize("case", list(LM_CASES) + list(SEQ2SEQ_CASES))
