@@ -15,7 +15,18 @@ import shutil
 from .recipe_schema import RecipeError
 
 IGNORED = ["checkpoint-*", "checkpoint-*/**", "*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt", "optimizer*", "scheduler*",
-           "rng_state*", ".final-*", ".final-*/**", "runs/**", "_*"]
+           "rng_state*", ".final-*", ".final-*/**", "runs/**", "_*", ".git/**", ".cache/**"]
+
+
+def folder_operations(model_dir: str) -> list:
+    """One `CommitOperationAdd` per file of the folder that goes up (IGNORED left out), in a stable order."""
+    from huggingface_hub import CommitOperationAdd
+    from huggingface_hub.utils import filter_repo_objects
+
+    paths = sorted(os.path.relpath(os.path.join(root, name), model_dir).replace(os.sep, "/")
+                   for root, _, names in os.walk(model_dir) for name in names)
+    return [CommitOperationAdd(path_in_repo=path, path_or_fileobj=os.path.join(model_dir, path))
+            for path in filter_repo_objects(paths, ignore_patterns=IGNORED)]
 
 
 def check_folder(model_dir: str) -> None:
@@ -56,9 +67,13 @@ def push(model_dir: str, repo_id: str, private: bool = False, revision: str | No
             api.create_branch(repo_id, branch=revision, exist_ok=True)
     except Exception as error:
         raise hub_error(api.endpoint, error) from None
-    try:  # one commit: the hub applies it whole or not at all
-        commit = api.upload_folder(
-            folder_path=model_dir, repo_id=repo_id, revision=revision, ignore_patterns=IGNORED,
+    # One commit, which the hub applies whole or not at all. Not `upload_folder`: with hf_xet installed it uploads
+    # through a pipeline that, when a commit fails, retries the folder in chunks of 20 files as *separate* commits,
+    # so a connection that recovers half-way leaves the repo with half a model (config of the new run, weights of
+    # the old). `create_commit` is one commit request (retried as a whole by huggingface_hub's backoff).
+    try:
+        commit = api.create_commit(
+            repo_id=repo_id, operations=folder_operations(model_dir), revision=revision,
             commit_message=commit_message or f"Upload {os.path.basename(os.path.abspath(model_dir))} with hf-llm",
         )
     except Exception as error:

@@ -177,25 +177,31 @@ def test_push_options_and_errors(trained, tmp_path, capsys):
 
 
 def test_a_push_cut_off_mid_upload_leaves_the_remote_repo_as_it_was(trained, tmp_path):
-    """The hub drops the connection while the commit is being sent: one clear error, and the remote repository
-    is the previous push, whole (no file of the new one); the same command then completes it."""
+    """The hub drops the connection while the commit is being sent, on every attempt huggingface_hub makes: one
+    clear error, and the remote repository is the previous push, whole (no file of the new one, no extra commit);
+    the same command then completes it. The folder holds more than 20 files, so `upload_folder`'s pipeline would
+    retry it as several smaller commits (half a model on the hub if one of them gets through)."""
     folder = tmp_path / "model"
     shutil.copytree(trained[("cnn", "lm")], folder)
     push = [sys.executable, "-m", "hf_llm.cli", "push", str(folder), "tester/cut"]
     with LocalHub() as hub:
         env = hub_env(hub, tmp_path)
         assert subprocess.run(push, env=env, capture_output=True, timeout=300).returncode == 0
-        before = dict(hub.files("tester/cut"))
-        (folder / "notes.txt").write_text("a second version\n")
-        hub.state.drop_commits = 1000  # every attempt, retries included
+        before, commits = dict(hub.files("tester/cut")), hub.state.commits
+        (folder / "notes").mkdir()
+        for i in range(25):
+            (folder / "notes" / f"part-{i}.txt").write_text(f"a second version, part {i}\n")
+        assert len(list(folder.rglob("*.*"))) > 40
+        hub.state.drop_commits = 6  # the commit request and huggingface_hub's 5 retries of it; then the hub recovers
         result = subprocess.run(push, env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
         assert re.search(r"error: The upload to .*tester/cut was cut off .* as it was before this push .* never half "
                          r"a model\. Run the same hf-llm push again\.", result.stderr), result.stderr[-2000:]
-        assert hub.files("tester/cut") == before, "the remote repository is untouched"
+        assert hub.files("tester/cut") == before and hub.state.commits == commits, "the remote repository is untouched"
         hub.state.drop_commits = 0
         assert subprocess.run(push, env=env, capture_output=True, timeout=300).returncode == 0
-        assert hub.files("tester/cut")["notes.txt"] == b"a second version\n"
+        assert hub.files("tester/cut")["notes/part-24.txt"] == b"a second version, part 24\n"
+        assert hub.state.commits == commits + 1, "the whole folder went up as one commit"
 
 
 def test_loading_from_the_hub_never_runs_code_without_trust_remote_code(trained, tmp_path):

@@ -9,6 +9,9 @@ one entry per processed token, shaped `(B, heads, T, head_dim)` like a key/value
 - Recurrent layers: `HfLlmRecurrentCacheLayer`, the layer's state after each token: hidden state `(B, 1, T, H)` as
   keys, LSTM cell as values (a GRU's state is its hidden state, so values are the keys), and on the top layer of an
   input-feeding decoder the attentional vector fed to the next step.
+- With `coverage_attention`, the layer whose attention sees the coverage (the RNN decoder's top layer, the ConvS2S
+  decoder's last block) also keeps the coverage vector after each token `(B, 1, T, S)` (`coverages`), so it rewinds,
+  reorders and repeats with the rest.
 
 Keeping the per-token history, not only the last state, is what lets `crop` rewind to any earlier token, so
 assisted (speculative) decoding and prompt lookup work for every family; beam search reorders, and
@@ -31,7 +34,21 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, EncoderD
 
 
 class HfLlmConvCacheLayer(DynamicLayer):
-    """Inputs of one causal convolution block, one per token: `keys (B, 1, T, C)` (`values` is the same tensor)."""
+    """Inputs of one causal convolution block, one per token: `keys (B, 1, T, C)` (`values` is the same tensor);
+    with coverage in the block's attention, the coverage after each token `coverages (B, 1, T, S)`."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.coverages: torch.Tensor | None = None
+
+    def update_coverage(self, coverages: torch.Tensor) -> None:
+        """Append the coverage after each new token `(B, T, S)`."""
+        new = coverages.unsqueeze(1)
+        self.coverages = new if self.coverages is None else torch.cat([self.coverages, new], dim=-2)
+
+    def last_coverage(self) -> torch.Tensor | None:
+        """The coverage `(B, S)` after the last cached token, or None."""
+        return self.coverages[:, 0, -1] if self.coverages is not None and self.coverages.shape[-2] > 0 else None
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor | None = None, *args, **kwargs):
         raise NotImplementedError("HfLlmConvCacheLayer holds convolution inputs: use update_inputs(x).")
@@ -53,28 +70,42 @@ class HfLlmConvCacheLayer(DynamicLayer):
     def crop(self, tokens_to_remove: int) -> None:
         super().crop(tokens_to_remove)
         self.values = self.keys
+        if self.coverages is not None:
+            self.coverages = self.coverages[..., : self.get_seq_length(), :]
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         if self.get_seq_length() > 0:
             self.keys = self.values = self.keys.index_select(0, beam_idx.to(self.keys.device))
+        if self.coverages is not None:
+            self.coverages = self.coverages.index_select(0, beam_idx.to(self.coverages.device))
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         if self.get_seq_length() > 0:
             self.keys = self.values = self.keys.repeat_interleave(repeats, dim=0)
+        if self.coverages is not None:
+            self.coverages = self.coverages.repeat_interleave(repeats, dim=0)
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         if self.get_seq_length() > 0:
             self.keys = self.values = self.keys[indices, ...]
+        if self.coverages is not None:
+            self.coverages = self.coverages[indices, ...]
+
+    def reset(self) -> None:
+        self.coverages = None
+        super().reset()
 
 
 class HfLlmRecurrentCacheLayer(DynamicLayer):
     """State of one LSTM/GRU layer after each token: `keys` = hidden state `(B, 1, T, H)`, `values` = LSTM cell
     (GRU: the hidden state again), `feeds` = the attentional vector of an input-feeding decoder `(B, 1, T, H)`
-    (top layer only, else None)."""
+    (top layer only, else None), `coverages` = the coverage after each token `(B, 1, T, S)` (top layer, with
+    `coverage_attention`, else None)."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.feeds: torch.Tensor | None = None
+        self.coverages: torch.Tensor | None = None
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor | None = None, *args, **kwargs):
         raise NotImplementedError("HfLlmRecurrentCacheLayer holds recurrent states: use update_states(h, c, feed).")
@@ -91,6 +122,15 @@ class HfLlmRecurrentCacheLayer(DynamicLayer):
         self.keys, self.feeds = keys, feeds
         self.values = values if values is not None else keys
 
+    def update_coverage(self, coverages: torch.Tensor) -> None:
+        """Append the coverage after each new token `(B, T, S)` (called with the `update_states` of those tokens)."""
+        new = coverages.unsqueeze(1)
+        self.coverages = new if self.coverages is None else torch.cat([self.coverages, new], dim=-2)
+
+    def last_coverage(self) -> torch.Tensor | None:
+        """The coverage `(B, S)` after the last cached token, or None."""
+        return self.coverages[:, 0, -1] if self.coverages is not None and self.coverages.shape[-2] > 0 else None
+
     def last_states(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
         """`(h, c, feed)` after the last cached token, each `(B, H)` (c is h for a GRU), or None before the first."""
         if self.get_seq_length() == 0:
@@ -104,6 +144,8 @@ class HfLlmRecurrentCacheLayer(DynamicLayer):
         self.values = self.keys if aliased else function(self.values)
         if self.feeds is not None:
             self.feeds = function(self.feeds)
+        if self.coverages is not None:
+            self.coverages = function(self.coverages)
 
     def crop(self, tokens_to_remove: int) -> None:
         if tokens_to_remove > 0:
@@ -124,7 +166,7 @@ class HfLlmRecurrentCacheLayer(DynamicLayer):
             self._apply(lambda t: t[indices, ...])
 
     def reset(self) -> None:
-        self.feeds = None
+        self.feeds = self.coverages = None
         super().reset()
 
 

@@ -29,6 +29,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .cache_layers import HfLlmConvCacheLayer, decoder_cache, source_memory
+from .copy_layers import HfLlmCoverageGate, covered_attention
 from .shared_layers import (
     DocumentSplit, HfLlmDecoderOutput, HfLlmEncoderOutput, document_starts, embed, masked_softmax, positions_from_mask,
 )
@@ -111,25 +112,38 @@ class HfLlmConvBlock(GradientCheckpointingLayer):
         h = nn.functional.glu(self.convolve(h, cache_layer), dim=1).transpose(1, 2)  # (B, T, C')
         probs = None
         if self.attention is not None:
-            h, probs = self.attention(h, embedding, keys, values, source_mask)
+            h, probs = self.attention(h, embedding, keys, values, source_mask, mask, cache_layer)
         return (h + residual) * SQRT_HALF, probs
 
 
 class HfLlmMultiStepAttention(nn.Module):
-    """ConvS2S attention of one decoder layer (Gehring et al. 2017, sec. 3.3)."""
+    """ConvS2S attention of one decoder layer (Gehring et al. 2017, sec. 3.3); with `coverage`, the scores also see
+    the coverage of the source so far (See et al. 2017, eq. 11, in bilinear form: `HfLlmCoverageGate`)."""
 
-    def __init__(self, channels: int, embed_dim: int, dropout: float, weight_norm: bool, scaled: bool = True):
+    def __init__(self, channels: int, embed_dim: int, dropout: float, weight_norm: bool, scaled: bool = True,
+                 coverage: bool = False):
         super().__init__()
         # Scores are dot products of `embed_dim`-wide vectors of unit scale (normalised embeddings): without
         # 1/sqrt(embed_dim) the softmax starts saturated, one-hot on random source tokens (issue 19).
         self.score_scale = embed_dim**-0.5 if scaled else 1.0
         self.in_projection = cnn_linear(channels, embed_dim, 0.0, weight_norm)
         self.out_projection = cnn_linear(embed_dim, channels, 0.0, weight_norm)
+        self.coverage_gate = HfLlmCoverageGate(embed_dim) if coverage else None
 
-    def forward(self, x, target_embedding, keys, values, source_mask) -> tuple[torch.Tensor, torch.Tensor]:
-        """`x (B, T, C)`, `target_embedding (B, T, E)`, `keys`/`values (B, S, E)` -> `(B, T, C)`, weights `(B, T, S)`."""
+    def forward(self, x, target_embedding, keys, values, source_mask, mask=None, cache_layer=None):
+        """`x (B, T, C)`, `target_embedding (B, T, E)`, `keys`/`values (B, S, E)` -> `(B, T, C)`, weights `(B, T, S)`;
+        with coverage, `mask (B, T)` the target padding and `cache_layer` the block's cache (the coverage so far)."""
         query = (self.in_projection(x) + target_embedding) * SQRT_HALF  # (B, T, E)
-        probs = masked_softmax(torch.bmm(query, keys.transpose(1, 2)) * self.score_scale, source_mask)  # (B, T, S)
+        scores = torch.bmm(query, keys.transpose(1, 2)) * self.score_scale  # (B, T, S)
+        if self.coverage_gate is None:
+            probs = masked_softmax(scores, source_mask)  # (B, T, S)
+        else:
+            coverage = cache_layer.last_coverage() if cache_layer is not None else None
+            coverage = coverage if coverage is not None else keys.new_zeros(keys.shape[:2])  # (B, S)
+            gates = self.coverage_gate(query).squeeze(-1) * self.score_scale  # (B, T)
+            probs, coverages = covered_attention(scores, gates, source_mask, mask, coverage)
+            if cache_layer is not None:
+                cache_layer.update_coverage(coverages)
         # Scale by sqrt(number of source tokens): the sum over S positions keeps its variance.
         lengths = source_mask.sum(-1) if source_mask is not None else torch.full((x.shape[0],), keys.shape[1])
         context = torch.bmm(probs, values) * lengths.to(x.dtype).sqrt().view(-1, 1, 1).to(x.device)  # (B, T, E)
@@ -215,7 +229,10 @@ class HfLlmCNNDecoder(nn.Module):
             [
                 HfLlmConvBlock(
                     channels[i], c, k, True, dropout, weight_norm,
-                    attention=HfLlmMultiStepAttention(c, hidden, dropout, weight_norm, config.cnn_attention_scaling)
+                    attention=HfLlmMultiStepAttention(
+                        c, hidden, dropout, weight_norm, config.cnn_attention_scaling,
+                        coverage=config.coverage_attention and i == len(spec) - 1,  # the attention that copies
+                    )
                     if self.has_attention else None,
                 )
                 for i, (c, k) in enumerate(spec)

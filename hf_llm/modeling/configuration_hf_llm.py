@@ -76,6 +76,10 @@ class HfLlmConfig(PretrainedConfig):
         coverage_loss_weight: weight of See et al.'s coverage loss, sum_i min(a_t,i, c_t,i) per target token
             (c_t the sum of the earlier attention distributions of the attention that copies), added to the loss
             of an encoder-decoder; 0 turns it off. Works with or without `copy_attention`.
+        coverage_attention: feed the coverage vector c_t (the sum of the earlier attention distributions) to the
+            attention scorer (See et al. 2017, eq. 11; Tu et al. 2016), for the decoders with one attention that
+            copies: RNN decoders with attention (all variants) and ConvS2S decoders (their last layer's
+            attention). Not for Transformer decoders (several heads per layer; their coverage is the loss only).
 
     Recurrent family (`rnn_*`; width `hidden_size`, depth per side as above, `dropout` between layers):
         rnn_cell: "lstm" or "gru".
@@ -145,6 +149,7 @@ class HfLlmConfig(PretrainedConfig):
         cnn_attention_scaling: bool = True,
         copy_attention: bool = False,
         coverage_loss_weight: float = 0.0,
+        coverage_attention: bool = False,
         **kwargs,
     ):
         self.vocab_size = vocab_size
@@ -184,6 +189,7 @@ class HfLlmConfig(PretrainedConfig):
         self.cnn_attention_scaling = cnn_attention_scaling
         self.copy_attention = copy_attention
         self.coverage_loss_weight = coverage_loss_weight
+        self.coverage_attention = coverage_attention
         super().__init__(is_encoder_decoder=is_encoder_decoder, **kwargs)
         if self.initializer_range is None:  # needs is_encoder_decoder, which PretrainedConfig sets
             transformer_pair = self.is_encoder_decoder and all(b == "transformer" for b in self.used_backbones())
@@ -346,7 +352,7 @@ class HfLlmConfig(PretrainedConfig):
         if self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"hidden_act={self.hidden_act!r} is not supported; allowed values are {list(ACTIVATIONS)}.")
         for name in ("tie_word_embeddings", "fused_loss", "rnn_bidirectional_encoder", "rnn_input_feeding", "cnn_weight_norm",
-                     "cnn_attention_scaling", "copy_attention"):
+                     "cnn_attention_scaling", "copy_attention", "coverage_attention"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be true or false.")
         if (self.is_encoder_decoder and self.side_backbone("encoder") == "rnn" and self.rnn_bidirectional_encoder
@@ -392,7 +398,12 @@ class HfLlmConfig(PretrainedConfig):
         weight = self.coverage_loss_weight
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight < math.inf:
             raise ValueError(f"coverage_loss_weight={weight!r} must be a number >= 0 (0 turns the coverage loss off).")
-        for name in ("copy_attention", "coverage_loss_weight"):
+        if self.coverage_attention and self.is_encoder_decoder and self.side_backbone("decoder") == "transformer":
+            raise ValueError(
+                "coverage_attention=True is for decoders with one attention over the source (rnn, cnn); a Transformer "
+                "decoder has several heads per layer. Leave coverage_attention unset and use coverage_loss_weight."
+            )
+        for name in ("copy_attention", "coverage_loss_weight", "coverage_attention"):
             if getattr(self, name) and not self.is_encoder_decoder:
                 raise ValueError(
                     f"{name}={getattr(self, name)!r} needs an encoder-decoder (is_encoder_decoder=True): a decoder-only "

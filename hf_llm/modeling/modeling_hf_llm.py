@@ -36,7 +36,7 @@ from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_hf_llm import HfLlmConfig
-from .copy_layers import HfLlmCopyGenerator, coverage_loss
+from .copy_layers import HfLlmCopyGenerator, HfLlmCoverageGate, coverage_loss
 from .shared_layers import HfLlmEncoderOutput, fused_cross_entropy, shift_tokens_right, token_cross_entropy
 from .cnn_backbone import HfLlmCNNDecoder, HfLlmCNNEncoder
 from .rnn_backbone import HfLlmGateProjection, HfLlmRNNDecoder, HfLlmRNNEncoder
@@ -82,6 +82,9 @@ class HfLlmPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, HfLlmGateProjection):
             return  # a view of an LSTM/GRU weight, which that module's initialisation below draws
+        if isinstance(module, HfLlmCoverageGate):
+            init.zeros_(module.weight)  # coverage starts with no say in the scores: the model without it
+            return
         if getattr(module, "init_std", None) is not None:
             # A std chosen per layer (the convolutional family's ConvS2S initialisation, the Transformer's
             # cross-attention projections), zero bias; with weight normalisation the direction v gets the draw
@@ -125,7 +128,8 @@ class HfLlmPreTrainedModel(PreTrainedModel):
         initialised at random); here that is an error. A checkpoint with none of the model's tensors (a fresh
         initialisation, `state_dict={}`) loads as in transformers, and so do new head tensors (`lm_head`, `score`)
         and the tensors of another head that this one does not use (a seq2seq checkpoint loaded for
-        classification, or without copy attention). Tensors of other shapes are an error unless `ignore_mismatched_sizes=True`
+        classification, or without copy attention; the coverage gates of `coverage_attention`, which start at zero,
+        so a plain checkpoint loaded with coverage turned on starts as the same model). Tensors of other shapes are an error unless `ignore_mismatched_sizes=True`
         re-initialises them.
         """
         output_loading_info = kwargs.pop("output_loading_info", False)
@@ -143,7 +147,8 @@ class HfLlmPreTrainedModel(PreTrainedModel):
             ) from None
         heads = ("lm_head.", "score.", "copy_generator.")
         mismatched = {key for key, *_ in info.get("mismatched_keys", [])}
-        missing = sorted(k for k in info["missing_keys"] if not k.startswith(heads) and k not in mismatched)
+        missing = sorted(k for k in info["missing_keys"]
+                         if not k.startswith(heads) and ".coverage_gate." not in k and k not in mismatched)
         loaded = set(model.state_dict()) - set(info["missing_keys"]) - mismatched
         same_head = cls.__name__ in (getattr(model.config, "architectures", None) or [cls.__name__])
         unexpected = sorted(info["unexpected_keys"]) if same_head else []

@@ -30,6 +30,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .cache_layers import HfLlmRecurrentCacheLayer, decoder_cache, source_memory
+from .copy_layers import HfLlmCoverageGate, covered_attention
 from .shared_layers import DocumentSplit, HfLlmDecoderOutput, HfLlmEncoderOutput, document_starts, embed, masked_softmax
 
 RNNState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # GRU: h; LSTM: (h, c); each (L * dirs, B, H)
@@ -291,7 +292,8 @@ class HfLlmRecurrence(nn.Module):
 class HfLlmAttentionRecurrence(GradientCheckpointingLayer):
     """An RNN decoder's recurrence with its attention over the encoder (keys/values prepared outside).
 
-    - Luong without input feeding: the fused RNN over all steps, then attention for all steps at once.
+    - Luong without input feeding: the fused RNN over all steps, then attention for all steps at once (with
+      coverage in the scorer, the scores for all steps at once and a loop of `(B, S)` updates for the coverage).
     - Luong with input feeding, Bahdanau: one fused multi-layer RNN step per target position.
     """
 
@@ -310,73 +312,90 @@ class HfLlmAttentionRecurrence(GradientCheckpointingLayer):
             self.query_proj = nn.Linear(hidden, hidden, bias=False)  # W_a s_{t-1}
             self.score_proj = nn.Linear(hidden, 1, bias=False)  # v_a
         self.combine = nn.Linear(2 * hidden, hidden, bias=False)  # tanh(W_c [context; state])
+        # See et al.'s w_c: the coverage joins the keys (Bahdanau) or gates the bilinear score (Luong).
+        self.coverage_gate = HfLlmCoverageGate(hidden) if config.coverage_attention else None
 
-    def luong_attend(self, states: torch.Tensor, keys, values, source_mask) -> tuple[torch.Tensor, torch.Tensor]:
-        """Global attention for states `(B, T, H)` at once: tanh(W_c [context; h_t]), and the weights `(B, T, S)`."""
-        probs = masked_softmax(torch.bmm(states, keys.transpose(1, 2)), source_mask)  # (B, T, S)
+    def luong_attend(self, states: torch.Tensor, keys, values, source_mask, mask=None, coverage=None):
+        """Global attention for states `(B, T, H)` at once: tanh(W_c [context; h_t]), the weights `(B, T, S)`, and
+        with coverage (`coverage (B, S)` before the first step) the coverage after each step `(B, T, S)`."""
+        scores = torch.bmm(states, keys.transpose(1, 2))  # (B, T, S)
+        coverages = None
+        if coverage is None:
+            probs = masked_softmax(scores, source_mask)  # (B, T, S)
+        else:
+            probs, coverages = covered_attention(scores, self.coverage_gate(states).squeeze(-1), source_mask, mask,
+                                                 coverage)
         context = torch.bmm(probs, values)  # (B, T, H)
-        return torch.tanh(self.combine(torch.cat([context, states], dim=-1))), probs
+        return torch.tanh(self.combine(torch.cat([context, states], dim=-1))), probs, coverages
 
-    def step(self, x, state, feed, keys, values, source_mask, weights=None):
-        """One target token `x (B, H)` -> attentional vector `(B, H)`, new state, attention weights `(B, S)`;
-        `weights`: the adapted recurrent matrices, read once per forward (`HfLlmGateProjections.adapted_weights`)."""
+    def step(self, x, state, feed, coverage, keys, values, source_mask, weights=None):
+        """One target token `x (B, H)` -> attentional vector `(B, H)`, new state, attention weights `(B, S)` and the
+        coverage after it (or None); `weights`: the adapted recurrent matrices, read once per forward
+        (`HfLlmGateProjections.adapted_weights`)."""
         if self.attention == "bahdanau":
             top = split_state(state)[0][-1]  # (B, H) previous top-layer state
-            energy = self.score_proj(torch.tanh(keys + self.query_proj(top).unsqueeze(1))).squeeze(-1)  # (B, S)
+            scored = keys if coverage is None else self.coverage_gate.keys(keys, coverage)  # (B, S, H)
+            energy = self.score_proj(torch.tanh(scored + self.query_proj(top).unsqueeze(1))).squeeze(-1)  # (B, S)
             probs = masked_softmax(energy, source_mask)
             context = torch.bmm(probs.unsqueeze(1), values).squeeze(1)  # (B, H)
             out, state = call_rnn(self.rnn, torch.cat([x, context], dim=-1).unsqueeze(1), state, weights)
-            return torch.tanh(self.combine(torch.cat([context, out.squeeze(1)], dim=-1))), state, probs
+            attentional = torch.tanh(self.combine(torch.cat([context, out.squeeze(1)], dim=-1)))
+            return attentional, state, probs, None if coverage is None else coverage + probs
         rnn_input = torch.cat([x, feed], dim=-1) if self.stepped else x
         out, state = call_rnn(self.rnn, rnn_input.unsqueeze(1), state, weights)
-        attentional, probs = self.luong_attend(out, keys, values, source_mask)
-        return attentional.squeeze(1), state, probs.squeeze(1)
+        attentional, probs, coverages = self.luong_attend(out, keys, values, source_mask, None, coverage)
+        return attentional.squeeze(1), state, probs.squeeze(1), None if coverages is None else coverages[:, 0]
 
-    def forward(self, x, mask, h0, c0, feed, keys, values, source_mask, stepwise: bool = False):
+    def forward(self, x, mask, h0, c0, feed, coverage, keys, values, source_mask, stepwise: bool = False):
         """`x (B, T, H)` from the state `h0` [, `c0` (LSTM)] `(L, B, H)`, `feed (B, H)` the previous attentional vector
-        (Luong input feeding; for Bahdanau it only carries the output over padding steps) -> `(B, T, H)`, final
-        state, last attentional vector, attention weights `(B, T, S)`, and with `stepwise` the states after every
-        token (`run_steps`). Every tensor comes positionally, so that reentrant gradient checkpointing sees it."""
+        (Luong input feeding; for Bahdanau it only carries the output over padding steps), `coverage (B, S)` the
+        coverage so far (with `coverage_attention`, else None) -> `(B, T, H)`, final state, last attentional vector,
+        attention weights `(B, T, S)`, and with `stepwise` the states after every token (`run_steps`). Every tensor
+        comes positionally, so that reentrant gradient checkpointing sees it."""
         state = h0 if c0 is None else (h0, c0)
         weights = self.gates.adapted_weights()
         if not self.stepped and not stepwise:
             states, state = run_rnn(self.rnn, x, mask, state, weights)
-            outputs, probs = self.luong_attend(states, keys, values, source_mask)
+            outputs, probs, _ = self.luong_attend(states, keys, values, source_mask, mask, coverage)
             return outputs, state, feed, probs, None
-        steps = run_steps(lambda x_t, s, f: self.step(x_t, s, f, keys, values, source_mask, weights), x, mask, state,
-                          feed)
+        steps = run_steps(lambda x_t, s, f, c: self.step(x_t, s, f, c, keys, values, source_mask, weights), x, mask,
+                          state, feed, coverage)
         return steps.outputs, steps.state, steps.feed, steps.probs, steps
 
 
 class Steps:
     """What `run_steps` records: outputs `(B, T, H)`, the final state and feed, and after every token each layer's
-    hidden state `(L, B, T, H)`, its LSTM cell (or None), the fed vector `(B, T, H)` and attention weights."""
+    hidden state `(L, B, T, H)`, its LSTM cell (or None), the fed vector `(B, T, H)`, attention weights `(B, T, S)`
+    and the coverage `(B, T, S)` (or None)."""
 
-    def __init__(self, outputs, state, feed, hidden, cell, feeds, probs):
+    def __init__(self, outputs, state, feed, hidden, cell, feeds, probs, coverages=None):
         self.outputs, self.state, self.feed = outputs, state, feed
-        self.hidden, self.cell, self.feeds, self.probs = hidden, cell, feeds, probs
+        self.hidden, self.cell, self.feeds, self.probs, self.coverages = hidden, cell, feeds, probs, coverages
 
 
-def run_steps(step, x: torch.Tensor, mask: torch.Tensor | None, state: RNNState, feed: torch.Tensor | None) -> Steps:
-    """Run `step(x_t, state, feed) -> (output, state[, attention])` token by token, a padding token keeping the
-    previous state (its output is the previous feed, or zeros without one), recording the states after every token."""
-    outputs, hiddens, cells, feeds, probs = [], [], [], [], []
+def run_steps(step, x: torch.Tensor, mask: torch.Tensor | None, state: RNNState, feed: torch.Tensor | None,
+              coverage: torch.Tensor | None = None) -> Steps:
+    """Run `step(x_t, state, feed, coverage) -> (output, state, attention, coverage)` token by token, a padding token
+    keeping the previous state and coverage (its output is the previous feed, or zeros without one), recording the
+    states after every token."""
+    outputs, hiddens, cells, feeds, probs, coverages = [], [], [], [], [], []
     for t in range(x.shape[1]):
-        result = step(x[:, t], state, feed)
-        out, new_state = result[0], result[1]
+        out, new_state, attention, new_coverage = step(x[:, t], state, feed, coverage)
         if mask is not None:  # a padding step keeps the previous state
             keep = mask[:, t].bool()
             new_state = keep_where(keep, new_state, state)
             out = torch.where(keep[:, None], out, feed if feed is not None else torch.zeros_like(out))
-        state = new_state
+            if coverage is not None:
+                new_coverage = torch.where(keep[:, None], new_coverage, coverage)
+        state, coverage = new_state, new_coverage
         feed = out if feed is not None else None
         h, c = split_state(state)
         outputs.append(out)
         hiddens.append(h)
         cells.append(c)
         feeds.append(feed)
-        if len(result) > 2:
-            probs.append(result[2])
+        probs.append(attention)
+        coverages.append(coverage)
     return Steps(
         outputs=torch.stack(outputs, dim=1),
         state=state,
@@ -384,7 +403,8 @@ def run_steps(step, x: torch.Tensor, mask: torch.Tensor | None, state: RNNState,
         hidden=torch.stack(hiddens, dim=2),  # (L, B, T, H)
         cell=torch.stack(cells, dim=2) if cells[0] is not None else None,
         feeds=torch.stack(feeds, dim=1) if feeds[0] is not None else None,
-        probs=torch.stack(probs, dim=1) if probs else None,
+        probs=torch.stack(probs, dim=1),
+        coverages=torch.stack(coverages, dim=1) if coverages[0] is not None else None,
     )
 
 
@@ -559,15 +579,21 @@ class HfLlmRNNDecoder(nn.Module):
             keys, values = source_memory(cache, lambda: self.attention_memory(encoder_outputs.last_hidden_state))
             if self.recurrence.stepped and feed is None:
                 feed = inputs_embeds.new_zeros(batch, self.output_size)
+            coverage = None
+            if self.config.coverage_attention:  # the coverage so far (B, S): from the cache, or none yet
+                coverage = self_cache.layers[-1].last_coverage() if cached is not None else None
+                coverage = coverage if coverage is not None else keys.new_zeros(keys.shape[:2])
             stepwise = self_cache is not None or output_hidden_states
             hidden_states, state, feed, probs, steps = self.recurrence(
-                x, mask, *split_state(state), feed, keys, values, encoder_attention_mask, stepwise
+                x, mask, *split_state(state), feed, coverage, keys, values, encoder_attention_mask, stepwise
             )
 
         if self_cache is not None:
             for i, layer in enumerate(self_cache.layers):
                 feeds = steps.feeds if i == self.num_layers - 1 else None
                 layer.update_states(steps.hidden[i], steps.cell[i] if steps.cell is not None else None, feeds)
+            if steps.coverages is not None:
+                self_cache.layers[-1].update_coverage(steps.coverages)
         last_hidden_state = self.norm(self.dropout(hidden_states))
         all_hidden = None
         if output_hidden_states:

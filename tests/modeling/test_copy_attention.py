@@ -251,3 +251,116 @@ def test_copying_repeats_names_never_seen_in_training(family):
     plain, copying = train_on_names(family, copy=False), train_on_names(family, copy=True)
     assert copying >= 0.8, f"copy attention: {copying:.2f} exact match"
     assert plain <= 0.1, f"without copying: {plain:.2f} exact match"
+
+
+# --------------------------------------------------------------------------------------------------
+# 7. coverage fed to the attention scorer (coverage_attention; RNN and ConvS2S decoders)
+# Bahdanau (additive), fused Luong (scores at once, coverage loop), stepped Luong (input feeding), ConvS2S.
+COVERAGE_CASES = [
+    "rnn-rnn[lstm,bahdanau,bi]",
+    "rnn-rnn[gru,luong_general,uni,zeros]",
+    "rnn-rnn[lstm,luong_general,bi,feed]",
+    "cnn-cnn",
+    "transformer-cnn",
+]
+
+
+def make_covered(case: str, scale: float = 10.0):
+    """A copy model whose scorer sees the coverage, with gates drawn large (they start at zero) so the coverage moves
+    the attention."""
+    model = make_copy(case, coverage_attention=True, coverage_loss_weight=0.5)
+    gates = [p for n, p in model.named_parameters() if ".coverage_gate." in n]
+    assert len(gates) == 1 and torch.equal(gates[0], torch.zeros_like(gates[0]))  # one attention copies; zero at init
+    with torch.no_grad():
+        gates[0].normal_(0.0, scale, generator=torch.Generator().manual_seed(5))
+    return model
+
+
+@pytest.mark.parametrize("case", COVERAGE_CASES)
+def test_coverage_in_the_scorer_starts_as_the_model_without_it_and_then_moves_the_attention(case):
+    src, mask = right_pad([random_ids(1, 9, seed=21)[0], random_ids(1, 6, seed=22)[0]])
+    tgt = random_ids(2, 7, seed=23)
+    inputs = dict(input_ids=src, attention_mask=mask, decoder_input_ids=tgt, output_attentions=True)
+    covered = make_copy(case, coverage_attention=True)
+    plain = make_copy(case)
+    missing, unexpected = plain.load_state_dict(covered.state_dict(), strict=False)
+    assert not missing and len(unexpected) == 1 and ".coverage_gate." in unexpected[0]
+    with torch.no_grad():
+        zero, base = covered(**inputs), plain(**inputs)
+        assert_logits_close(zero.logits, base.logits)
+        covered.get_parameter(unexpected[0]).normal_(0.0, 10.0, generator=torch.Generator().manual_seed(5))
+        moved = covered(**inputs)
+    first = moved.cross_attentions[-1][:, 0]  # (B, T, S): the attention that copies
+    # The first step has no coverage yet; every later step's attention differs from the plain model's.
+    torch.testing.assert_close(first[:, 0], base.cross_attentions[-1][:, 0, 0], atol=1e-6, rtol=0)
+    assert (first[:, 1:] - base.cross_attentions[-1][:, 0, 1:]).abs().amax(-1).min() > 1e-4
+    assert not torch.allclose(moved.logits, base.logits)
+
+
+@pytest.mark.parametrize("case", COVERAGE_CASES)
+def test_cached_decoding_matches_full_forward_with_coverage_in_the_scorer(case):
+    model = make_covered(case)
+    src, src_mask = right_pad([random_ids(1, 9, seed=24)[0], random_ids(1, 5, seed=25)[0]])
+    tgt = random_ids(2, 8, seed=26)
+    with torch.no_grad():
+        full = model(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt, use_cache=False).logits
+        encoder_outputs = model.get_encoder()(input_ids=src, attention_mask=src_mask)
+        cache, steps = None, []
+        for t in range(0, tgt.shape[1], 3):  # several tokens per cached call too
+            out = model(encoder_outputs=encoder_outputs, attention_mask=src_mask, decoder_input_ids=tgt[:, t : t + 3],
+                        cache=cache, use_cache=True)
+            steps.append(out.logits)
+            cache = out.cache
+        assert cache.self_attention_cache.layers[-1].coverages.shape == (2, 1, 8, 9)  # after each token
+        cache.crop(-3)  # back to 5 tokens: rewinds the coverage with the states (assisted decoding)
+        again = model(encoder_outputs=encoder_outputs, attention_mask=src_mask, decoder_input_ids=tgt[:, 5:],
+                      cache=cache, use_cache=True).logits
+    assert_logits_close(torch.cat(steps, dim=1), full)
+    assert_logits_close(again, full[:, 5:])
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+@pytest.mark.parametrize("case", COVERAGE_CASES[:4])
+def test_padded_batch_generates_rows_alone_with_coverage_in_the_scorer(case, num_beams):
+    assert_seq2seq_padded_rows_generate_alone(make_covered(case), num_beams)
+
+
+@pytest.mark.parametrize("case", COVERAGE_CASES[:4])
+def test_beam_search_with_and_without_cache_agree_with_coverage_in_the_scorer(case):
+    """Beam search reorders the coverage with the beams: a beam that continues another one continues its coverage."""
+    ids, mask = right_pad([random_ids(1, 7, seed=27)[0], random_ids(1, 4, seed=28)[0]])
+    assert_beam_search_agrees_with_and_without_cache(make_covered(case), ids, mask)
+
+
+@pytest.mark.parametrize("case", ["rnn-rnn[lstm,bahdanau,bi]", "cnn-cnn"])
+def test_coverage_gate_learns_and_a_plain_checkpoint_loads_with_it(case, tmp_path):
+    """The gate starts at zero and still gets a gradient; a checkpoint saved without coverage_attention loads with it
+    turned on (no strict-loading error) and gives the same logits; a saved coverage model reloads as it was."""
+    model = make_copy(case, coverage_attention=True).train()
+    src, labels = random_ids(2, 6, seed=29), random_ids(2, 5, seed=30)
+    model(input_ids=src, labels=labels).loss.backward()
+    gate = next(p for n, p in model.named_parameters() if ".coverage_gate." in n)
+    assert gate.grad is not None and gate.grad.abs().sum() > 0
+    plain = make_copy(case)
+    plain.save_pretrained(tmp_path / "plain")
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "plain", coverage_attention=True).eval()
+    inputs = dict(input_ids=src, decoder_input_ids=random_ids(2, 4, seed=31))
+    with torch.no_grad():
+        assert_logits_close(loaded(**inputs).logits, plain(**inputs).logits)
+    covered = make_covered(case)
+    covered.save_pretrained(tmp_path / "covered")
+    reloaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "covered").eval()
+    assert reloaded.config.coverage_attention
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**inputs).logits, covered(**inputs).logits, atol=1e-6, rtol=0)
+
+
+def test_coverage_attention_settings_are_validated():
+    with pytest.raises(ValueError, match="coverage_attention=True is for decoders with one attention"):
+        seq2seq_config("transformer-transformer", coverage_attention=True)
+    with pytest.raises(ValueError, match="coverage_attention=True needs an encoder-decoder"):
+        hf_llm.HfLlmConfig(backbone="rnn", coverage_attention=True)
+    with pytest.raises(ValueError, match="rnn_attention='none'"):
+        seq2seq_config("rnn-rnn[lstm,none,bi]", coverage_attention=True)
+    with pytest.raises(ValueError, match="coverage_attention='yes' must be true or false"):
+        seq2seq_config("cnn-cnn", coverage_attention="yes")
