@@ -1,6 +1,7 @@
 """Issue 21: copy attention (pointer-generator) and coverage, measured per decoder family.
 
-    python benchmarks/copy_attention.py summarization [--steps 600] [--families transformer,rnn,cnn] [--jobs 2]
+    python benchmarks/copy_attention.py summarization [--steps 600] [--families transformer,rnn,cnn] [--variants plain,copy,...]
+        [--jobs 2] [--results copy_attention.json]
     python benchmarks/copy_attention.py names [--steps 30]
 
 `summarization`: the bundled summarization data (`summarization_tiny`'s, a docstring's body -> its first line),
@@ -30,6 +31,8 @@ VARIANTS = {
     "plain": ["summarization_tiny"],
     "copy": ["summarization_tiny_copy"],
     "copy+coverage": ["summarization_tiny_copy", "model.coverage_loss_weight=1.0"],
+    # ... and the coverage fed to the attention scorer too (See et al.'s full coverage mechanism; RNN, ConvS2S).
+    "copy+coverage+scorer": ["summarization_tiny_copy", "model.coverage_loss_weight=1.0", "model.coverage_attention=true"],
 }
 KEYS = ("eval_rouge1", "eval_rouge2", "eval_rougeL", "eval_loss", "train_runtime", "train_loss")
 
@@ -104,18 +107,19 @@ def main() -> None:
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--results", default="copy_attention.json", help="file under benchmarks/results/")
     args = parser.parse_args()
     families = args.families.split(",")
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     if args.what == "table":  # the summarization figures as the markdown table of docs/ARCHITECTURE.md
-        table = json.load(open(os.path.join(HERE, "results", "copy_attention.json")))
+        table = json.load(open(os.path.join(HERE, "results", args.results)))
         print("| Family | " + " | ".join(f"{v}: R-1 / R-2 / R-L (s)" for v in VARIANTS) + " |")
         print("|---|" + "---|" * len(VARIANTS))
         for family in families:
             cells = []
             for variant in VARIANTS:
                 row = table.get(f"{family}/{variant}")
-                cells.append("not run" if row is None or "error" in row else
+                cells.append("not run" if row is None else "error" if "error" in row else
                              f"{row['eval_rouge1']:.1f} / {row['eval_rouge2']:.1f} / {row['eval_rougeL']:.1f} "
                              f"({row['train_runtime']:.0f})")
             print(f"| {family} | " + " | ".join(cells) + " |")
@@ -130,7 +134,7 @@ def main() -> None:
                 print(key, table[key], flush=True)
         json.dump(table, open(out, "w"), indent=1)
         return
-    out = os.path.join(HERE, "results", "copy_attention.json")
+    out = os.path.join(HERE, "results", args.results)
     table = json.load(open(out)) if os.path.isfile(out) else {}
     jobs = [(family, variant) for family in families for variant in args.variants.split(",")]
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:

@@ -6,7 +6,9 @@
    beam search with the cache equals beam search without it; source padding changes nothing;
 4. the loss is the NLL of the mixture, honours num_items_in_batch, adds the coverage loss, and trains;
 5. save -> load gives identical logits and generations (trust_remote_code: test_remote_code.py);
-6. a copy task only copying solves: targets repeat identifiers never seen in training.
+6. a copy task only copying solves: targets repeat identifiers never seen in training;
+7. coverage fed to the attention scorer (RNN, ConvS2S): starts as the model without it, then moves the attention;
+   the cache invariants hold with it (the coverage rides in the cache); it learns; plain checkpoints load with it.
 """
 
 from __future__ import annotations
