@@ -3,6 +3,11 @@
     python benchmarks/rnn_ablation.py lm-issue   --variants cnn,rnn_plain,rnn_residual   # 256 wide, 4 layers, 8k BPE, lr 1e-3
     python benchmarks/rnn_ablation.py lm-quick   --variants cnn,rnn_plain,rnn_residual --steps 3000  # quickstart shape
     python benchmarks/rnn_ablation.py translation --variants transformer,lstm_feed,lstm_nofeed
+    python benchmarks/rnn_ablation.py step-time --variants transformer,lstm_feed,lstm_nofeed   # interleaved
+
+`step-time` times one training step (forward, backward, AdamW) of each translation variant at translation_tiny's
+shape (128 wide, 2 + 2 layers, vocab 1000, batch 32, sources and targets of 6-40 tokens, padded), the
+variants interleaved A B C A B C ... and the median kept (benchmarks/common.py), one process.
 
 Each study is `hf_llm.compare.run_compare` on a bundled recipe with overlay files (one per variant, written to
 the report folder), so every variant sees the same tokenizer, data, split, schedule and evaluation. The report
@@ -22,6 +27,7 @@ import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
 
 from hf_llm.compare import run_compare  # noqa: E402
 
@@ -72,9 +78,39 @@ STUDIES = {
 }
 
 
+def step_times(names: list[str], repeats: int) -> dict[str, float]:
+    import torch
+    from transformers import AutoModelForSeq2SeqLM
+
+    import hf_llm
+    from common import alternate, train_step_fn
+
+    torch.manual_seed(0)
+    vocab, batch = 1000, 32
+    generator = torch.Generator().manual_seed(0)
+
+    def padded(lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = torch.arange(int(lengths.max()))[None, :] < lengths[:, None]  # (B, T) right padding
+        ids = torch.randint(3, vocab, mask.shape, generator=generator)
+        return ids.masked_fill(~mask, 0), mask.long()
+
+    source, source_mask = padded(torch.randint(6, 41, (batch,), generator=generator))
+    target, target_mask = padded(torch.randint(6, 41, (batch,), generator=generator))
+    labels = target.masked_fill(target_mask == 0, -100)
+    steps = {}
+    for name in names:
+        model = VARIANTS["translation"][name]["model"]
+        config = hf_llm.HfLlmConfig(is_encoder_decoder=True, vocab_size=vocab, hidden_size=128, num_hidden_layers=2,
+                                    num_attention_heads=4, intermediate_size=256, dropout=0.1, **model)
+        steps[name] = train_step_fn(AutoModelForSeq2SeqLM.from_config(config),
+                                    {"input_ids": source, "attention_mask": source_mask, "labels": labels}, lr=1e-3)
+    return alternate(steps, repeats=repeats, warmup=2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", choices=sorted(STUDIES))
+    parser.add_argument("study", choices=sorted(STUDIES) + ["step-time"])
+    parser.add_argument("--repeats", type=int, default=15, help="step-time: interleaved rounds")
     parser.add_argument("--variants", required=True, help="comma-separated names from VARIANTS")
     parser.add_argument("--steps", type=int, default=None, help="budget in steps (default: the recipe's)")
     parser.add_argument("--match-params", action="store_true", help="size every variant to the first one")
@@ -83,8 +119,20 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="section.key=value, applied to every variant")
     args = parser.parse_args()
 
-    recipe, kind, overrides = STUDIES[args.study]
     names = args.variants.split(",")
+    if args.study == "step-time":
+        import torch
+
+        times = step_times(names, args.repeats)
+        result = {"threads": torch.get_num_threads(), "repeats": args.repeats,
+                  "median_step_s": {name: round(t, 4) for name, t in times.items()},
+                  "ratio_to_first": {name: round(t / times[names[0]], 3) for name, t in times.items()}}
+        os.makedirs(os.path.join(HERE, "results", "rnn"), exist_ok=True)
+        with open(args.output or os.path.join(HERE, "results", "rnn", "step_time.json"), "w") as f:
+            json.dump(result, f, indent=2)
+        print(json.dumps(result, indent=2))
+        return
+    recipe, kind, overrides = STUDIES[args.study]
     output = args.output or os.path.join(HERE, "results", "rnn", f"{args.study}-{args.steps or 'recipe'}-{'-'.join(names)}")
     overlays = os.path.join(output + ".overlays")
     os.makedirs(overlays, exist_ok=True)

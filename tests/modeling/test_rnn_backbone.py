@@ -110,7 +110,7 @@ def test_fairseq_presets_have_the_published_shapes():
     assert model.model.encoder.recurrence.layers[0].rnn.hidden_size == 256
     luong = hf_llm.preset_config("lstm_luong_wmt_en_de", vocab_size=1000)
     assert (luong.hidden_size, luong.side_layers("encoder"), luong.side_layers("decoder")) == (1000, 4, 4)
-    assert luong.rnn_attention == "luong_general"
+    assert luong.rnn_attention == "luong_general" and not luong.rnn_residual and not wiseman.rnn_residual
     with pytest.raises(ValueError, match="Unknown preset 'lstm_big'"):
         hf_llm.preset_config("lstm_big")
 
