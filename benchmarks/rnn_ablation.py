@@ -101,7 +101,8 @@ def step_times(names: list[str], repeats: int) -> dict[str, float]:
     for name in names:
         model = VARIANTS["translation"][name]["model"]
         config = hf_llm.HfLlmConfig(is_encoder_decoder=True, vocab_size=vocab, hidden_size=128, num_hidden_layers=2,
-                                    num_attention_heads=4, intermediate_size=256, dropout=0.1, **model)
+                                    num_attention_heads=4, intermediate_size=256, dropout=0.1, decoder_start_token_id=1,
+                                    **model)
         steps[name] = train_step_fn(AutoModelForSeq2SeqLM.from_config(config),
                                     {"input_ids": source, "attention_mask": source_mask, "labels": labels}, lr=1e-3)
     return alternate(steps, repeats=repeats, warmup=2)
