@@ -118,7 +118,7 @@ def main() -> None:
     parser.add_argument("--output", default=None)
     parser.add_argument("--keep-runs", action="store_true")
     parser.add_argument("overrides", nargs="*", help="section.key=value, applied to every variant")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
 
     names = args.variants.split(",")
     if args.study == "step-time":
