@@ -151,3 +151,16 @@ def test_residual_is_on_for_new_configs_and_off_for_configs_saved_before_it(tmp_
     assert hf_llm.HfLlmConfig.from_dict({**old, "rnn_residual": True}).rnn_residual is True
     encoder = AutoModelForSeq2SeqLM.from_config(seq2seq_config("rnn-rnn[lstm,none,bi]", rnn_residual=True))
     assert encoder.model.encoder.recurrence.residual and encoder.model.decoder.recurrence.residual
+
+
+def test_new_attention_decoders_are_fused_and_saved_input_feeding_is_kept(tmp_path):
+    """The default Luong decoder runs fused (no input feeding, issue 20); a saved config with input feeding (every
+    config.json carries the field) loads with the stepped decoder it was trained with."""
+    fresh = AutoModelForSeq2SeqLM.from_config(hf_llm.HfLlmConfig(
+        is_encoder_decoder=True, backbone="rnn", vocab_size=61, hidden_size=32, num_hidden_layers=1,
+        decoder_start_token_id=1))
+    assert not fresh.config.rnn_input_feeding and not fresh.model.decoder.recurrence.stepped
+    fresh.config.rnn_input_feeding = True
+    fresh.config.save_pretrained(tmp_path)
+    saved = AutoModelForSeq2SeqLM.from_config(hf_llm.HfLlmConfig.from_pretrained(tmp_path))
+    assert saved.model.decoder.recurrence.stepped
