@@ -46,16 +46,18 @@ PRESETS: dict[str, dict] = {
         num_attention_heads=4, intermediate_size=1024, dropout=0.1,
     ),
     # fairseq `lstm_wiseman_iwslt_de_en` (Wiseman & Rush 2016): 1-layer LSTM encoder and decoder, 256 wide,
-    # unidirectional encoder, attention with input feeding.
+    # unidirectional encoder, attention with input feeding (no residual connections, as published).
     "lstm_wiseman_iwslt_de_en": dict(
         is_encoder_decoder=True, backbone="rnn", rnn_cell="lstm", hidden_size=256, num_hidden_layers=1,
         rnn_bidirectional_encoder=False, rnn_attention="luong_general", rnn_input_feeding=True, dropout=0.1,
+        rnn_residual=False,
     ),
     # fairseq `lstm_luong_wmt_en_de` (Luong et al. 2015): 4-layer LSTMs, 1000 wide, global attention with
-    # input feeding.
+    # input feeding (no residual connections, as published).
     "lstm_luong_wmt_en_de": dict(
         is_encoder_decoder=True, backbone="rnn", rnn_cell="lstm", hidden_size=1000, num_hidden_layers=4,
         rnn_bidirectional_encoder=False, rnn_attention="luong_general", rnn_input_feeding=True, dropout=0.1,
+        rnn_residual=False,
     ),
     # fairseq `fconv_iwslt_de_en` (Gehring et al. 2017 for IWSLT): 4 encoder and 3 decoder blocks of 256
     # channels, kernel 3, embeddings 256.

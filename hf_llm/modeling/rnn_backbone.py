@@ -217,14 +217,19 @@ class HfLlmRNNLayer(GradientCheckpointingLayer):
 
 class HfLlmRecurrence(nn.Module):
     """A multi-layer (bidirectional) LSTM/GRU over a padded batch: layer by layer (as the fused multi-layer
-    kernel runs internally), packed once when there is padding, dropout between layers."""
+    kernel runs internally), packed once when there is padding, dropout between layers.
+
+    With `residual`, every layer above the first adds its input to its outputs, x_{l+1} = RNN_l(drop(x_l)) + x_l
+    (Wu et al. 2016, GNMT, section 3.1): a deep stack then trains like a shallow one (docs/ARCHITECTURE.md,
+    "Recurrent family", for the measurement). The layers' own states (what a cache holds) are unchanged."""
 
     def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float,
-                 bidirectional: bool = False):
+                 bidirectional: bool = False, residual: bool = False):
         super().__init__()
         directions = 2 if bidirectional else 1
         self.directions = directions
         self.dropout = dropout
+        self.residual = residual
         self.layers = nn.ModuleList(
             [HfLlmRNNLayer(cell, input_size if i == 0 else directions * hidden_size, hidden_size, bidirectional)
              for i in range(num_layers)]
@@ -247,16 +252,23 @@ class HfLlmRecurrence(nn.Module):
         h = padding.pack(x) if padding is not None else x
         finals, per_layer = [], [] if output_hidden_states or output_states else None
         hiddens, cells = [], []
+        own = [] if output_states else None  # each layer's own outputs (its hidden states), residual or not
         for i, layer in enumerate(self.layers):
+            skip = (h.data if padding is not None else h) if self.residual and i > 0 else None
             if i > 0 and self.dropout and self.training:
                 h = h._replace(data=nn.functional.dropout(h.data, self.dropout)) if padding is not None else \
                     nn.functional.dropout(h, self.dropout)
             h0, c0 = self.layer_state(state, i)
             if padding is not None:
                 data, h_n, c_n = layer(h.data, h.batch_sizes, h.sorted_indices, h.unsorted_indices, h0, c0)
-                h = h._replace(data=data)
+                if own is not None:
+                    own.append(padding.unpack(h._replace(data=data)))
+                h = h._replace(data=data if skip is None else data + skip)
             else:
                 h, h_n, c_n = layer(h, None, None, None, h0, c0)
+                if own is not None:
+                    own.append(h)
+                h = h if skip is None else h + skip
             if padding is not None and not bool(mask.any(-1).all()):
                 # A row of padding only (packed as one token) holds its state.
                 real = mask.any(-1)[None, :, None]
@@ -272,7 +284,7 @@ class HfLlmRecurrence(nn.Module):
             elif output_states:
                 layer_inputs = x if i == 0 else per_layer[i - 1]
                 zeros = layer_inputs.new_zeros(x.shape[0], h_n.shape[-1])
-                hidden = forward_fill(per_layer[i], mask, zeros if h0 is None else h0[0])
+                hidden = forward_fill(own[i], mask, zeros if h0 is None else h0[0])
                 hidden = torch.cat([hidden[:, :-1], h_n[0].unsqueeze(1)], dim=1)  # the kernel's own final state
                 hiddens.append(hidden)
                 if c_n is not None:
@@ -427,7 +439,7 @@ class HfLlmRNNEncoder(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.recurrence = HfLlmRecurrence(
             config.rnn_cell, config.hidden_size, config.hidden_size // self.num_directions, num_layers, config.dropout,
-            bidirectional=config.rnn_bidirectional_encoder,
+            bidirectional=config.rnn_bidirectional_encoder, residual=config.rnn_residual,
         )
 
     def forward(
@@ -477,7 +489,8 @@ class HfLlmRNNDecoder(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.norm = nn.LayerNorm(hidden, eps=config.norm_eps, bias=False)
         if self.attention == "none":
-            self.recurrence = HfLlmRecurrence(self.cell, hidden, hidden, num_layers, config.dropout)
+            self.recurrence = HfLlmRecurrence(self.cell, hidden, hidden, num_layers, config.dropout,
+                                              residual=config.rnn_residual)
         else:
             self.recurrence = HfLlmAttentionRecurrence(config, num_layers)
             # Attention values live in the decoder's width; a projection bridges a wider/narrower encoder.

@@ -110,6 +110,57 @@ def test_fairseq_presets_have_the_published_shapes():
     assert model.model.encoder.recurrence.layers[0].rnn.hidden_size == 256
     luong = hf_llm.preset_config("lstm_luong_wmt_en_de", vocab_size=1000)
     assert (luong.hidden_size, luong.side_layers("encoder"), luong.side_layers("decoder")) == (1000, 4, 4)
-    assert luong.rnn_attention == "luong_general"
+    assert luong.rnn_attention == "luong_general" and not luong.rnn_residual and not wiseman.rnn_residual
     with pytest.raises(ValueError, match="Unknown preset 'lstm_big'"):
         hf_llm.preset_config("lstm_big")
+
+
+@pytest.mark.parametrize("case", ["rnn-lstm", "rnn-gru"])
+def test_residual_stacks_change_the_outputs_and_cached_steps_still_match(case):
+    """`rnn_residual` adds each upper layer's input to its outputs (so it changes the logits), while a cache still
+    records the layers' own states: a left-padded prefix run with the cache, cropped, then one token at a time,
+    gives the uncached logits of the whole sequence."""
+    model = make_lm(case, num_hidden_layers=3, rnn_residual=True)
+    plain = make_lm(case, num_hidden_layers=3, rnn_residual=False)
+    plain.load_state_dict(model.state_dict())  # same weights, no residual connections
+    ids = torch.cat([torch.full((1, 2), 7, dtype=torch.long), random_ids(1, 8, seed=59)], dim=1)  # (1, 10)
+    mask = torch.cat([torch.zeros(1, 2, dtype=torch.long), torch.ones(1, 8, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        full = model(ids, attention_mask=mask).logits
+        assert not torch.allclose(plain(ids, attention_mask=mask).logits[:, 2:], full[:, 2:], atol=1e-3)
+        out = model(ids[:, :8], attention_mask=mask[:, :8], use_cache=True)
+        stepped, cache = [out.logits[:, :6]], out.cache
+        cache.crop(-2)  # back to the state after token 6 (as assisted decoding does): the recorded states count
+        for t in range(6, ids.shape[1]):
+            out = model(ids[:, t:t + 1], attention_mask=mask[:, :t + 1], cache=cache, use_cache=True)
+            stepped.append(out.logits)
+            cache = out.cache
+    torch.testing.assert_close(torch.cat(stepped, dim=1)[:, 2:], full[:, 2:], atol=1e-5, rtol=0)
+
+
+def test_residual_is_on_for_new_configs_and_off_for_configs_saved_before_it(tmp_path):
+    """A fresh config gets the residual stacks and writes the field; a config.json without the field (every saved
+    config carries `transformers_version`) comes from before it and loads without them, as it was trained."""
+    config = hf_llm.HfLlmConfig(backbone="rnn")
+    assert config.rnn_residual is True
+    config.save_pretrained(tmp_path)
+    assert hf_llm.HfLlmConfig.from_pretrained(tmp_path).rnn_residual is True
+    old = config.to_dict()
+    del old["rnn_residual"]
+    assert hf_llm.HfLlmConfig.from_dict(old).rnn_residual is False
+    assert hf_llm.HfLlmConfig.from_dict({**old, "rnn_residual": True}).rnn_residual is True
+    encoder = AutoModelForSeq2SeqLM.from_config(seq2seq_config("rnn-rnn[lstm,none,bi]", rnn_residual=True))
+    assert encoder.model.encoder.recurrence.residual and encoder.model.decoder.recurrence.residual
+
+
+def test_new_attention_decoders_are_fused_and_saved_input_feeding_is_kept(tmp_path):
+    """The default Luong decoder runs fused (no input feeding, issue 20); a saved config with input feeding (every
+    config.json carries the field) loads with the stepped decoder it was trained with."""
+    fresh = AutoModelForSeq2SeqLM.from_config(hf_llm.HfLlmConfig(
+        is_encoder_decoder=True, backbone="rnn", vocab_size=61, hidden_size=32, num_hidden_layers=1,
+        decoder_start_token_id=1))
+    assert not fresh.config.rnn_input_feeding and not fresh.model.decoder.recurrence.stepped
+    fresh.config.rnn_input_feeding = True
+    fresh.config.save_pretrained(tmp_path)
+    saved = AutoModelForSeq2SeqLM.from_config(hf_llm.HfLlmConfig.from_pretrained(tmp_path))
+    assert saved.model.decoder.recurrence.stepped
