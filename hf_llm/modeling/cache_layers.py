@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, EncoderDecoderCache
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, EncoderDecoderCache, StaticLayer
 
 
 class HfLlmConvCacheLayer(DynamicLayer):
@@ -128,6 +128,36 @@ class HfLlmRecurrentCacheLayer(DynamicLayer):
         super().reset()
 
 
+def static_length(cache: Cache | None) -> int | None:
+    """`max_cache_len` when every layer of `cache` is a transformers `StaticLayer` (what `generate(cache_implementation=
+    "static")` and `StaticCache(config, max_cache_len)` build), else None."""
+    layers = getattr(cache, "layers", None)
+    if not layers or not all(type(layer) is StaticLayer for layer in layers):
+        return None
+    return layers[0].max_cache_len
+
+
+def is_static(layer) -> bool:
+    """Whether a decoder block keeps its state in a fixed-size `StaticLayer` (written at its cache positions)."""
+    return type(layer) is StaticLayer
+
+
+def static_position(layer: StaticLayer) -> torch.Tensor | int:
+    """How many tokens a static layer holds: its 0-dim `cumulative_length` tensor (no device sync, no graph
+    break), or 0 before the first token."""
+    return layer.cumulative_length if layer.is_initialized else 0
+
+
+def _static_layers(layers: list, num_layers: int, max_cache_len: int) -> list:
+    """`layers` when they are `num_layers` static layers, else `num_layers` fresh ones of the same length."""
+    if len(layers) == num_layers:
+        return layers
+    if any(layer.is_initialized for layer in layers):
+        raise ValueError(f"The static cache holds states of another model ({len(layers)} layers; this decoder keeps "
+                         f"{num_layers}). Pass the cache this model returned, or none.")
+    return [StaticLayer(max_cache_len=max_cache_len) for _ in range(num_layers)]
+
+
 def decoder_cache(
     cache: Cache | None, use_cache: bool, is_encoder_decoder: bool, num_layers: int, layer_class: type
 ) -> tuple[Cache | None, Cache | None]:
@@ -135,7 +165,10 @@ def decoder_cache(
 
     Creates one when asked for (`use_cache`) and none is given. A cache made elsewhere (generate's default,
     a user's `DynamicCache()`) that holds no state yet gets this decoder's layers, one `layer_class` per
-    block; one that holds state of another kind is an error.
+    block; one that holds state of another kind is an error. A static cache (`StaticCache`, or generate's
+    `cache_implementation="static"`) keeps its fixed-size `StaticLayer`s, one per block, whatever the family:
+    every family writes its per-token state there through `StaticLayer.update` (see "Static caches and compiled
+    decoding" in docs/ARCHITECTURE.md).
     """
     if cache is None:
         if not use_cache:
@@ -145,7 +178,10 @@ def decoder_cache(
         raise ValueError("An encoder-decoder needs an EncoderDecoderCache (decoder states + attention over the source).")
     self_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
     layers = self_cache.layers
-    if len(layers) != num_layers or not all(type(layer) is layer_class for layer in layers):
+    max_cache_len = static_length(self_cache)
+    if max_cache_len is not None:
+        self_cache.layers = _static_layers(layers, num_layers, max_cache_len)
+    elif len(layers) != num_layers or not all(type(layer) is layer_class for layer in layers):
         if any(getattr(layer, "is_initialized", False) and layer.get_seq_length() > 0 for layer in layers):
             raise ValueError(
                 f"The cache holds states of another model ({[type(layer).__name__ for layer in layers]}); this "
@@ -154,8 +190,14 @@ def decoder_cache(
         self_cache.layers = [layer_class() for _ in range(num_layers)]
         self_cache.layer_class_to_replicate = None
     if isinstance(cache, EncoderDecoderCache) and not cache.is_updated.get(0):
-        cache.cross_attention_cache.layers = [DynamicLayer() for _ in range(num_layers)]
-        cache.cross_attention_cache.layer_class_to_replicate = None
+        cross = cache.cross_attention_cache
+        cross_length = static_length(cross)
+        if cross_length is not None and not any(layer.is_initialized for layer in cross.layers):
+            # generate's static cross-attention cache (one StaticLayer per block, sized to the source)
+            cross.layers = _static_layers(cross.layers, num_layers, cross_length)
+        else:
+            cross.layers = [DynamicLayer() for _ in range(num_layers)]
+            cross.layer_class_to_replicate = None
         cache.is_updated = dict.fromkeys(range(num_layers), False)
     return cache, self_cache
 
