@@ -128,18 +128,51 @@ class HfLlmRecurrentCacheLayer(DynamicLayer):
         super().reset()
 
 
+class HfLlmStaticFeedLayer(StaticLayer):
+    """transformers' `StaticLayer` (an input-feeding recurrent decoder's top layer: hidden states as keys, LSTM cells or
+    GRU hidden states as values) that also keeps, per cache slot, the attentional vector fed to the next step:
+    `feeds (B, 1, max_cache_len, H)`, written with the keys/values, reordered for beams, cropped with them."""
+
+    def __init__(self, max_cache_len: int, **kwargs):
+        super().__init__(max_cache_len=max_cache_len, **kwargs)
+        self.feeds: torch.Tensor | None = None
+
+    def update_feeds(self, feeds: torch.Tensor) -> None:
+        """Write `feeds (B, 1, T, H)` at the slots the next `update` fills (call it first)."""
+        if self.feeds is None:
+            self.feeds = torch.zeros((feeds.shape[0], 1, self.max_cache_len, feeds.shape[-1]), dtype=feeds.dtype,
+                                     device=feeds.device)
+            if not torch.compiler.is_compiling():
+                torch._dynamo.mark_static_address(self.feeds)
+        slots = torch.arange(feeds.shape[-2], device=feeds.device) + self.cumulative_length.to(feeds.device)
+        self.feeds.index_copy_(2, slots, feeds)
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        super().reorder_cache(beam_idx)
+        if self.feeds is not None:
+            self.feeds = self.feeds.index_select(0, beam_idx.to(self.feeds.device))
+
+    def reset(self) -> None:
+        super().reset()
+        if self.feeds is not None:
+            self.feeds.zero_()
+
+
+STATIC_LAYERS = (StaticLayer, HfLlmStaticFeedLayer)
+
+
 def static_length(cache: Cache | None) -> int | None:
     """`max_cache_len` when every layer of `cache` is a transformers `StaticLayer` (what `generate(cache_implementation=
     "static")` and `StaticCache(config, max_cache_len)` build), else None."""
     layers = getattr(cache, "layers", None)
-    if not layers or not all(type(layer) is StaticLayer for layer in layers):
+    if not layers or not all(type(layer) in STATIC_LAYERS for layer in layers):
         return None
     return layers[0].max_cache_len
 
 
 def is_static(layer) -> bool:
     """Whether a decoder block keeps its state in a fixed-size `StaticLayer` (written at its cache positions)."""
-    return type(layer) is StaticLayer
+    return type(layer) in STATIC_LAYERS
 
 
 def static_position(layer: StaticLayer) -> torch.Tensor | int:
@@ -148,18 +181,19 @@ def static_position(layer: StaticLayer) -> torch.Tensor | int:
     return layer.cumulative_length if layer.is_initialized else 0
 
 
-def _static_layers(layers: list, num_layers: int, max_cache_len: int) -> list:
-    """`layers` when they are `num_layers` static layers, else `num_layers` fresh ones of the same length."""
-    if len(layers) == num_layers:
+def _static_layers(layers: list, num_layers: int, max_cache_len: int, top: type = StaticLayer) -> list:
+    """`layers` when they are `num_layers` static layers with a `top` one last, else fresh ones of the same length."""
+    if len(layers) == num_layers and type(layers[-1]) is top:
         return layers
     if any(layer.is_initialized for layer in layers):
         raise ValueError(f"The static cache holds states of another model ({len(layers)} layers; this decoder keeps "
                          f"{num_layers}). Pass the cache this model returned, or none.")
-    return [StaticLayer(max_cache_len=max_cache_len) for _ in range(num_layers)]
+    return [StaticLayer(max_cache_len=max_cache_len) for _ in range(num_layers - 1)] + [top(max_cache_len=max_cache_len)]
 
 
 def decoder_cache(
-    cache: Cache | None, use_cache: bool, is_encoder_decoder: bool, num_layers: int, layer_class: type
+    cache: Cache | None, use_cache: bool, is_encoder_decoder: bool, num_layers: int, layer_class: type,
+    static_top: type = StaticLayer,
 ) -> tuple[Cache | None, Cache | None]:
     """The cache a decoder keeps its state in, and its self-attention part.
 
@@ -168,7 +202,8 @@ def decoder_cache(
     block; one that holds state of another kind is an error. A static cache (`StaticCache`, or generate's
     `cache_implementation="static"`) keeps its fixed-size `StaticLayer`s, one per block, whatever the family:
     every family writes its per-token state there through `StaticLayer.update` (see "Static caches and compiled
-    decoding" in docs/ARCHITECTURE.md).
+    decoding" in docs/ARCHITECTURE.md); `static_top` is the class of the top one (`HfLlmStaticFeedLayer` for an
+    input-feeding recurrent decoder).
     """
     if cache is None:
         if not use_cache:
@@ -180,7 +215,7 @@ def decoder_cache(
     layers = self_cache.layers
     max_cache_len = static_length(self_cache)
     if max_cache_len is not None:
-        self_cache.layers = _static_layers(layers, num_layers, max_cache_len)
+        self_cache.layers = _static_layers(layers, num_layers, max_cache_len, static_top)
     elif len(layers) != num_layers or not all(type(layer) is layer_class for layer in layers):
         if any(getattr(layer, "is_initialized", False) and layer.get_seq_length() > 0 for layer in layers):
             raise ValueError(

@@ -26,10 +26,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
-from transformers.cache_utils import Cache
+from transformers.cache_utils import Cache, StaticLayer
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from .cache_layers import HfLlmRecurrentCacheLayer, decoder_cache, is_static, source_memory, static_position
+from .cache_layers import (
+    HfLlmRecurrentCacheLayer, HfLlmStaticFeedLayer, decoder_cache, is_static, source_memory, static_position,
+)
 from .shared_layers import (
     DocumentSplit, HfLlmDecoderOutput, HfLlmEncoderOutput, document_starts, embed, masked_softmax, new_token_mask,
 )
@@ -559,26 +561,20 @@ class HfLlmRNNDecoder(nn.Module):
         """Whether the top layer's cache also keeps the fed attentional vector (Luong input feeding, Bahdanau)."""
         return self.attention != "none" and self.recurrence.stepped
 
-    def static_values(self, i: int, hidden: torch.Tensor, cell: torch.Tensor | None, feed: torch.Tensor | None):
-        """What layer `i` of a static cache keeps as values `(B, T, V)`: the LSTM cell, then (top layer of a feeding
-        decoder) the fed vector, side by side; the hidden state again when there is neither (a GRU without feeding)."""
-        parts = ([cell] if cell is not None else []) + ([feed] if feed is not None and i == self.num_layers - 1 else [])
-        return torch.cat(parts, dim=-1) if parts else hidden
-
     def static_state(self, cache: Cache, initial: RNNState) -> tuple[RNNState, torch.Tensor | None]:
         """The state after the last cached token and the fed vector, from a static cache: each layer keeps its state
-        after every token in its cache slot (keys: h; values: `static_values`), read at slot `position - 1` by index
-        (no device sync, no graph break); before the first token, `initial` and zeros."""
+        after every token in its cache slot (keys: h; values: the LSTM cell, or h again for a GRU; the top layer of a
+        feeding decoder the fed vector as `feeds`), read at slot `position - 1` by index (no device sync, no graph
+        break); before the first token, `initial` and zeros."""
         position = static_position(cache.layers[0])
-        hidden = self.output_size
         if not cache.layers[0].is_initialized:
             return initial, None
         slot = (position - 1).clamp(min=0).view(1)
         read = [(layer.keys[:, 0].index_select(1, slot)[:, 0], layer.values[:, 0].index_select(1, slot)[:, 0])
                 for layer in cache.layers]  # (B, H), (B, V) per layer
         h = torch.stack([k for k, _ in read])  # (L, B, H)
-        state = (h, torch.stack([v[:, :hidden] for _, v in read])) if self.cell == "lstm" else h
-        feed = read[-1][1][:, -hidden:] if self.feeds() else None
+        state = (h, torch.stack([v for _, v in read])) if self.cell == "lstm" else h
+        feed = cache.layers[-1].feeds[:, 0].index_select(1, slot)[:, 0] if self.feeds() else None
         started = position > 0  # a cache emptied by crop / reset starts again from `initial`
         state = keep_where(started.view(1).expand(h.shape[1]), state, initial)
         if feed is not None:
@@ -622,7 +618,8 @@ class HfLlmRNNDecoder(nn.Module):
         # Packed documents (position ids restarting inside a row) each start from a fresh state; no cache then.
         starts = document_starts(position_ids, attention_mask) if cache is None and self.attention == "none" else None
         cache, self_cache = decoder_cache(
-            cache, use_cache and starts is None, encoder_outputs is not None, self.num_layers, HfLlmRecurrentCacheLayer
+            cache, use_cache and starts is None, encoder_outputs is not None, self.num_layers, HfLlmRecurrentCacheLayer,
+            HfLlmStaticFeedLayer if self.feeds() else StaticLayer,
         )
         static = self_cache is not None and is_static(self_cache.layers[0])
         # The mask covers past + new tokens (2-D), or is generate's 4-D mask for a static cache: the new tokens' part.
@@ -664,8 +661,9 @@ class HfLlmRNNDecoder(nn.Module):
                 feeds = steps.feeds if i == self.num_layers - 1 else None
                 cell = steps.cell[i] if steps.cell is not None else None
                 if static:
-                    values = self.static_values(i, steps.hidden[i], cell, feeds)
-                    layer.update(steps.hidden[i].unsqueeze(1), values.unsqueeze(1))
+                    if feeds is not None:
+                        layer.update_feeds(feeds.unsqueeze(1))  # before `update`, which moves the position on
+                    layer.update(steps.hidden[i].unsqueeze(1), (steps.hidden[i] if cell is None else cell).unsqueeze(1))
                 else:
                     layer.update_states(steps.hidden[i], cell, feeds)
         last_hidden_state = self.norm(self.dropout(hidden_states))
