@@ -3,6 +3,7 @@
     python benchmarks/bench_decode.py                 # base shape (vocab 8192, hidden 256, 4 layers)
     python benchmarks/bench_decode.py --quick         # fewer tokens, one repeat
     python benchmarks/bench_decode.py --models "hf_llm rnn,GPT-2"
+    python benchmarks/bench_decode.py --batched       # 32 prompts x 128 new tokens, default vs static cache
 
 Each decoder-only LM of the base shape (hf_llm's three families, GPT-2, Llama; `run.decoder_builders`) decodes at
 batch 1 from contexts of 16 and 512 tokens two ways:
@@ -59,19 +60,47 @@ def decode_fns(model, name: str, context: int, new_tokens: int, static: bool):
     return (lambda: run(1)), (lambda: run(new_tokens + 1)), run
 
 
+@torch.no_grad()
+def batched_throughput(names: list[str], builders: dict, prompts: int, new_tokens: int, repeats: int) -> dict:
+    """Serving throughput: `prompts` prompts of 16 tokens at once, `new_tokens` greedy tokens each, tokens/s of the
+    whole call (prefill included), default cache and static cache (eager: a compile per model and batch shape would
+    dominate this run), models interleaved."""
+    ids = torch.randint(3, SHAPES["base"]["vocab"], (prompts, 16), generator=torch.Generator().manual_seed(1))
+    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0,
+                  eos_token_id=None)
+    candidates = {}
+    for name in names:
+        torch.manual_seed(0)
+        model = builders[name]().eval()
+        candidates[f"{name} default"] = lambda model=model: model.generate(ids, **kwargs)
+        candidates[f"{name} static"] = lambda model=model: model.generate(ids, cache_implementation="static", **kwargs)
+    times = alternate(candidates, repeats=repeats)
+    return {key: round(prompts * new_tokens / seconds, 1) for key, seconds in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--out", default=os.path.join(RESULTS, "decode.json"))
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: on a shared 2-core machine two threads spin against the load)")
+    parser.add_argument("--batched", action="store_true", help="only the batched throughput (32 prompts x 128 tokens)")
     args = parser.parse_args()
     hf_logging.set_verbosity_error()
-    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    torch.set_num_threads(args.threads)
     shape = SHAPES["base"]
-    new_tokens, repeats = (16, 1) if args.quick else (64, 5)
+    new_tokens, repeats = (16, 1) if args.quick else (64, 3)
     builders = decoder_builders(shape)
     results = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                "torch": torch.__version__, "shape": shape, "new_tokens": new_tokens, "repeats": repeats, "models": {}}
+    if args.batched:
+        prompts, count = (8, 16) if args.quick else (32, 128)
+        results.update(prompts=prompts, new_tokens=count,
+                       batched=batched_throughput(args.models.split(","), builders, prompts, count, 1 if args.quick else 3))
+        print(results["batched"], flush=True)
+        dump(args.out.replace("decode.json", "decode_batched.json"), results)
+        return
     for name in args.models.split(","):
         torch.manual_seed(0)
         model = builders[name]().eval()
