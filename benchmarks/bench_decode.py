@@ -4,6 +4,7 @@
     python benchmarks/bench_decode.py --quick         # fewer tokens, one repeat
     python benchmarks/bench_decode.py --models "hf_llm rnn,GPT-2"
     python benchmarks/bench_decode.py --batched       # 32 prompts x 128 new tokens, default vs static cache
+    python benchmarks/bench_decode.py --beam          # beam-4 seq2seq, hf_llm vs BART, default vs static cache
 
 Each decoder-only LM of the base shape (hf_llm's three families, GPT-2, Llama; `run.decoder_builders`) decodes at
 batch 1 from contexts of 16 and 512 tokens two ways:
@@ -32,7 +33,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import alternate, dump  # noqa: E402
-from run import RESULTS, SHAPES, decoder_builders  # noqa: E402
+from run import RESULTS, SHAPES, decoder_builders, seq2seq_models  # noqa: E402
 
 from transformers import CompileConfig  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
@@ -78,6 +79,25 @@ def batched_throughput(names: list[str], builders: dict, prompts: int, new_token
     return {key: round(prompts * new_tokens / seconds, 1) for key, seconds in times.items()}
 
 
+@torch.no_grad()
+def beam_search(repeats: int, new_tokens: int) -> dict:
+    """Beam-4 seq2seq generation as in run.py (4 sources of 64 tokens, `new_tokens` tokens, tokens/s = 4 x new / s):
+    hf_llm's Transformer encoder-decoder against BART, each with the default cache and with a static one, interleaved.
+    transformers 5.24's beam search never takes the compiled path (`_beam_search` calls the model eagerly, whatever
+    `compile_config` says), so "best path" here is the better of the two eager caches for each model."""
+    models = seq2seq_models(SHAPES["base"])
+    source = torch.randint(3, SHAPES["base"]["vocab"], (4, 64), generator=torch.Generator().manual_seed(2))
+    beam = dict(num_beams=4, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, eos_token_id=None,
+                pad_token_id=0)
+    candidates = {}
+    for name, model in models.items():
+        model.eval()
+        candidates[f"{name} default"] = lambda model=model: model.generate(source, **beam)
+        candidates[f"{name} static"] = lambda model=model: model.generate(source, cache_implementation="static", **beam)
+    times = alternate(candidates, repeats=repeats)
+    return {"tokens_per_s": {key: round(4 * new_tokens / seconds, 1) for key, seconds in times.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -85,6 +105,7 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(RESULTS, "decode.json"))
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a shared 2-core machine two threads spin against the load)")
+    parser.add_argument("--beam", action="store_true", help="only beam-4 seq2seq generation, hf_llm vs BART")
     parser.add_argument("--batched", action="store_true", help="only the batched throughput (32 prompts x 128 tokens)")
     args = parser.parse_args()
     hf_logging.set_verbosity_error()
@@ -94,6 +115,11 @@ def main() -> None:
     builders = decoder_builders(shape)
     results = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                "torch": torch.__version__, "shape": shape, "new_tokens": new_tokens, "repeats": repeats, "models": {}}
+    if args.beam:
+        results["beam4"] = beam_search(1 if args.quick else 3, 8 if args.quick else 32)
+        print(results["beam4"], flush=True)
+        dump(args.out.replace("decode.json", "decode_beam4.json"), results)
+        return
     if args.batched:
         prompts, count = (8, 16) if args.quick else (32, 128)
         results.update(prompts=prompts, new_tokens=count,
