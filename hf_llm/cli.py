@@ -50,7 +50,7 @@ def command_generate(args) -> int:
     import torch
     from transformers import TextStreamer
 
-    from .inference import generate_texts, load_model_and_tokenizer
+    from .inference import decoding_options, generate_texts, load_model_and_tokenizer
     from .recipes import RecipeError
 
     for name in ("max_new_tokens", "num_beams", "num_return_sequences"):
@@ -66,6 +66,7 @@ def command_generate(args) -> int:
     }.items() if v is not None}
     if args.do_sample is not None:
         kwargs["do_sample"] = args.do_sample
+    kwargs.update(decoding_options(args.cache_implementation, args.compile))
     torch.manual_seed(args.seed)
     one = kwargs.get("num_beams", model.generation_config.num_beams or 1) == 1 and kwargs.get("num_return_sequences", 1) == 1
     if args.stream and not one:
@@ -253,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--top-p", type=float, default=None)
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--repetition-penalty", type=float, default=None)
+    generate.add_argument("--cache-implementation", default=None, choices=["dynamic", "static"],
+                          help="static: fixed-size caches (every family); default: the model's generation config")
+    generate.add_argument("--compile", action="store_true",
+                          help="compile the decoding step (torch.compile, one graph; implies a static cache). It pays "
+                               "off for long or repeated generations: compiling takes tens of seconds on a CPU")
     generate.add_argument("--num-return-sequences", type=int, default=None)
     generate.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
                           help="print tokens as they come (the default for one sequence without beams)")

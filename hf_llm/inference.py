@@ -20,7 +20,7 @@ import os
 import torch
 from transformers import TextStreamer
 
-from .recipe_schema import DTYPES, RecipeError
+from .recipe_schema import DTYPES, RecipeError, compile_config
 from .tokenizer import ends_with_eos
 
 logger = logging.getLogger("hf_llm")
@@ -86,6 +86,20 @@ def quantization_config(quantize: str):
     from transformers import TorchAoConfig
 
     return TorchAoConfig(Int8WeightOnlyConfig())
+
+
+def decoding_options(cache_implementation: str | None = None, compile: bool = False) -> dict:
+    """`generate` keyword arguments for `--cache-implementation` / `--compile`: a static cache, and with `compile`
+    transformers' compiled decoding step (`compile_config`; the step is compiled on the first call and reused)."""
+    if compile and cache_implementation == "dynamic":
+        raise RecipeError("--compile compiles a fixed-shape decoding step: it needs a static cache, not "
+                          "--cache-implementation dynamic.")
+    options = {}
+    if cache_implementation is not None or compile:
+        options["cache_implementation"] = cache_implementation or "static"
+    if compile:
+        options["compile_config"] = compile_config()
+    return options
 
 
 def encode_sources(tokenizer, texts: list[str], prefix: str = "", max_length: int | None = None) -> list[list[int]]:

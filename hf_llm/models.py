@@ -21,7 +21,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from .modeling.configuration_hf_llm import HfLlmConfig
 from .modeling.modeling_hf_llm import HfLlmForSeq2SeqLM
-from .recipe_schema import DTYPES, DataArgs, Recipe, RecipeError, build_config, generation_fields
+from .recipe_schema import DTYPES, DataArgs, Recipe, RecipeError, build_config, compile_config, generation_fields
 from .tokenizer import special_token_ids
 
 logger = logging.getLogger("hf_llm")
@@ -161,3 +161,5 @@ def set_generation_config(model, recipe: Recipe, tokenizer, sample_by_default: b
         **generation_fields(recipe.generation, sample_by_default), **special,
         decoder_start_token_id=getattr(model.config, "decoder_start_token_id", None),
     )
+    if recipe.generation.compile:  # for this run's own generation (samples, evaluation); not saved by transformers
+        model.generation_config.compile_config = compile_config()

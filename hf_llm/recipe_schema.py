@@ -109,6 +109,25 @@ class GenerationArgs:
     top_p: float = 0.95
     num_beams: int = 1
     seed: int = 0
+    # "static": fixed-size caches for every family (saved in the model's generation config); None: transformers'
+    # default (a dynamic cache)
+    cache_implementation: str | None = None
+    # compile the decoding step (torch.compile, no graph break) wherever this run generates; implies a static cache
+    compile: bool = False
+
+
+CACHE_IMPLEMENTATIONS = (None, "dynamic", "static")
+
+
+def compile_config():
+    """transformers' `CompileConfig` for a compiled decoding step: the whole step as one graph (`fullgraph=True`), CUDA
+    graphs on CUDA (`mode="reduce-overhead"`, transformers' default), and compiled on any device (transformers
+    compiles on accelerators only unless `_compile_all_devices` is set, as its own tests do)."""
+    from transformers import CompileConfig
+
+    config = CompileConfig(fullgraph=True)
+    config._compile_all_devices = True
+    return config
 
 
 @dataclass
@@ -140,6 +159,8 @@ def generation_fields(g: GenerationArgs, sample_by_default: bool) -> dict:
     means the task's default (`Task.samples_by_default`)."""
     do_sample = g.do_sample if g.do_sample is not None else sample_by_default
     fields = dict(max_new_tokens=g.max_new_tokens, do_sample=do_sample, num_beams=g.num_beams)
+    if g.cache_implementation is not None or g.compile:
+        fields["cache_implementation"] = g.cache_implementation or "static"
     if do_sample:
         fields.update(temperature=g.temperature, top_k=g.top_k, top_p=g.top_p)
     return fields

@@ -29,6 +29,7 @@ import yaml
 
 from .recipe_schema import (  # noqa: F401  (re-exported: the recipe format's names, where users import them)
     BUDGET_KEYS,
+    CACHE_IMPLEMENTATIONS,
     DTYPES,
     OPTIONAL_SECTIONS,
     SECTIONS,
@@ -192,6 +193,12 @@ def validate_inputs(recipe: Recipe) -> None:
                           ("top_k", g.top_k >= 0, "0 or more")):
         if not ok:
             raise RecipeError(f"generation.{key} must be {rule}, got {getattr(g, key)}.")
+    if g.cache_implementation not in CACHE_IMPLEMENTATIONS:
+        raise RecipeError(f"generation.cache_implementation must be one of {list(CACHE_IMPLEMENTATIONS)}, got "
+                          f"{g.cache_implementation!r}.")
+    if g.compile and g.cache_implementation == "dynamic":
+        raise RecipeError("generation.compile compiles a fixed-shape decoding step: it needs cache_implementation "
+                          "static (or unset), not dynamic.")
     from transformers import GenerationConfig
 
     try:

@@ -97,3 +97,22 @@ def test_int8_weights_from_the_command_line(capsys):
     with pytest.raises(SystemExit):
         main(["generate", folder, "x", "--quantize", "int4"])
     assert "invalid choice: 'int4'" in capsys.readouterr().err
+
+
+def test_static_cache_and_compiled_decoding_from_the_command_line(capsys, monkeypatch):
+    """`--cache-implementation static` prints what the default cache prints; `--compile` hands generate a static cache
+    and a fullgraph compile config (the compile itself is tested in tests/modeling/test_static_cache.py)."""
+    from hf_llm import inference
+
+    folder = str(RUNS / "lm")
+    assert main(["generate", folder, "Return the", "--max-new-tokens", "6", "--no-do-sample", "--no-stream"]) == 0
+    default = capsys.readouterr().out
+    assert main(["generate", folder, "Return the", "--max-new-tokens", "6", "--no-do-sample", "--no-stream",
+                 "--cache-implementation", "static"]) == 0
+    assert capsys.readouterr().out == default
+    seen = {}
+    monkeypatch.setattr(inference, "generate_texts", lambda model, tokenizer, prompt, **kwargs: seen.update(kwargs) or [""])
+    assert main(["generate", folder, "Return the", "--max-new-tokens", "2", "--no-stream", "--compile"]) == 0
+    assert seen["cache_implementation"] == "static" and seen["compile_config"].fullgraph
+    assert main(["generate", folder, "x", "--compile", "--cache-implementation", "dynamic"]) == 2
+    assert "--compile compiles a fixed-shape decoding step" in capsys.readouterr().err

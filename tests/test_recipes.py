@@ -79,6 +79,10 @@ def test_the_required_keys_exist_and_overrides_use_them():
         (["training.save_steps=300"], r"saving steps to be a round multiple of the evaluation steps"),
         (["model.vocab_size=500"], r"'model.vocab_size' is not set by a recipe: .* set tokenizer.vocab_size"),
         (["model.dtype=float64"], r"model.dtype must be one of \['float32', 'bfloat16', 'float16'\]"),
+        (["generation.cache_implementation=paged"], r"generation.cache_implementation must be one of \[None, "
+                                                    r"'dynamic', 'static'\], got 'paged'"),
+        (["generation.compile=true", "generation.cache_implementation=dynamic"],
+         r"generation.compile compiles a fixed-shape decoding step: it needs cache_implementation static"),
         pytest.param(["training.report_to=tensorboard"], r"training.report_to=tensorboard needs the tensorboard "
                      r"package: pip install tensorboard \(pip install 'hf_llm\[tensorboard\]'\)",
                      marks=pytest.mark.skipif(TENSORBOARD, reason="tensorboard is installed")),
@@ -226,3 +230,13 @@ def test_every_recipe_key_the_readme_names_is_accepted():
     allowed["training"] = set().union(*(training_field_types(task.arguments_class) for task in TASKS.values()))
     assert len(named) > 30, "the README names the keys users set"
     assert sorted(f"{s}.{k}" for s, k in named if k not in allowed[s]) == []
+
+
+def test_the_generation_section_chooses_static_caches_and_a_compiled_decoding_step():
+    from hf_llm.recipe_schema import generation_fields
+
+    assert "cache_implementation" not in generation_fields(load_recipe("quickstart").generation, False)
+    static = load_recipe("quickstart", ["generation.cache_implementation=static"]).generation
+    assert generation_fields(static, False)["cache_implementation"] == "static" and not static.compile
+    compiled = load_recipe("quickstart", ["generation.compile=true"]).generation
+    assert compiled.compile and generation_fields(compiled, False)["cache_implementation"] == "static"

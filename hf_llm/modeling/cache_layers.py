@@ -30,7 +30,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, EncoderDecoderCache
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, EncoderDecoderCache, StaticLayer
+
+STATIC_COVERAGE_ERROR = (
+    "coverage_attention keeps the coverage of the source in the dynamic cache's layers; a static cache has no slot "
+    "for it. Generate with cache_implementation='dynamic' (the default) for this model."
+)
 
 
 class HfLlmConvCacheLayer(DynamicLayer):
@@ -170,14 +175,82 @@ class HfLlmRecurrentCacheLayer(DynamicLayer):
         super().reset()
 
 
+class HfLlmStaticFeedLayer(StaticLayer):
+    """transformers' `StaticLayer` (an input-feeding recurrent decoder's top layer: hidden states as keys, LSTM cells or
+    GRU hidden states as values) that also keeps, per cache slot, the attentional vector fed to the next step:
+    `feeds (B, 1, max_cache_len, H)`, written with the keys/values, reordered for beams, cropped with them."""
+
+    def __init__(self, max_cache_len: int, **kwargs):
+        super().__init__(max_cache_len=max_cache_len, **kwargs)
+        self.feeds: torch.Tensor | None = None
+
+    def update_feeds(self, feeds: torch.Tensor) -> None:
+        """Write `feeds (B, 1, T, H)` at the slots the next `update` fills (call it first)."""
+        if self.feeds is None:
+            self.feeds = torch.zeros((feeds.shape[0], 1, self.max_cache_len, feeds.shape[-1]), dtype=feeds.dtype,
+                                     device=feeds.device)
+            if not torch.compiler.is_compiling():
+                torch._dynamo.mark_static_address(self.feeds)
+        slots = torch.arange(feeds.shape[-2], device=feeds.device) + self.cumulative_length.to(feeds.device)
+        self.feeds.index_copy_(2, slots, feeds)
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        super().reorder_cache(beam_idx)
+        if self.feeds is not None:
+            self.feeds = self.feeds.index_select(0, beam_idx.to(self.feeds.device))
+
+    def reset(self) -> None:
+        super().reset()
+        if self.feeds is not None:
+            self.feeds.zero_()
+
+
+STATIC_LAYERS = (StaticLayer, HfLlmStaticFeedLayer)
+
+
+def static_length(cache: Cache | None) -> int | None:
+    """`max_cache_len` when every layer of `cache` is a transformers `StaticLayer` (what `generate(cache_implementation=
+    "static")` and `StaticCache(config, max_cache_len)` build), else None."""
+    layers = getattr(cache, "layers", None)
+    if not layers or not all(type(layer) in STATIC_LAYERS for layer in layers):
+        return None
+    return layers[0].max_cache_len
+
+
+def is_static(layer) -> bool:
+    """Whether a decoder block keeps its state in a fixed-size `StaticLayer` (written at its cache positions)."""
+    return type(layer) in STATIC_LAYERS
+
+
+def static_position(layer: StaticLayer) -> torch.Tensor | int:
+    """How many tokens a static layer holds: its 0-dim `cumulative_length` tensor (no device sync, no graph
+    break), or 0 before the first token."""
+    return layer.cumulative_length if layer.is_initialized else 0
+
+
+def _static_layers(layers: list, num_layers: int, max_cache_len: int, top: type = StaticLayer) -> list:
+    """`layers` when they are `num_layers` static layers with a `top` one last, else fresh ones of the same length."""
+    if len(layers) == num_layers and type(layers[-1]) is top:
+        return layers
+    if any(layer.is_initialized for layer in layers):
+        raise ValueError(f"The static cache holds states of another model ({len(layers)} layers; this decoder keeps "
+                         f"{num_layers}). Pass the cache this model returned, or none.")
+    return [StaticLayer(max_cache_len=max_cache_len) for _ in range(num_layers - 1)] + [top(max_cache_len=max_cache_len)]
+
+
 def decoder_cache(
-    cache: Cache | None, use_cache: bool, is_encoder_decoder: bool, num_layers: int, layer_class: type
+    cache: Cache | None, use_cache: bool, is_encoder_decoder: bool, num_layers: int, layer_class: type,
+    static_top: type = StaticLayer,
 ) -> tuple[Cache | None, Cache | None]:
     """The cache a decoder keeps its state in, and its self-attention part.
 
     Creates one when asked for (`use_cache`) and none is given. A cache made elsewhere (generate's default,
     a user's `DynamicCache()`) that holds no state yet gets this decoder's layers, one `layer_class` per
-    block; one that holds state of another kind is an error.
+    block; one that holds state of another kind is an error. A static cache (`StaticCache`, or generate's
+    `cache_implementation="static"`) keeps its fixed-size `StaticLayer`s, one per block, whatever the family:
+    every family writes its per-token state there through `StaticLayer.update` (see "Static caches and compiled
+    decoding" in docs/ARCHITECTURE.md); `static_top` is the class of the top one (`HfLlmStaticFeedLayer` for an
+    input-feeding recurrent decoder).
     """
     if cache is None:
         if not use_cache:
@@ -187,7 +260,10 @@ def decoder_cache(
         raise ValueError("An encoder-decoder needs an EncoderDecoderCache (decoder states + attention over the source).")
     self_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
     layers = self_cache.layers
-    if len(layers) != num_layers or not all(type(layer) is layer_class for layer in layers):
+    max_cache_len = static_length(self_cache)
+    if max_cache_len is not None:
+        self_cache.layers = _static_layers(layers, num_layers, max_cache_len, static_top)
+    elif len(layers) != num_layers or not all(type(layer) is layer_class for layer in layers):
         if any(getattr(layer, "is_initialized", False) and layer.get_seq_length() > 0 for layer in layers):
             raise ValueError(
                 f"The cache holds states of another model ({[type(layer).__name__ for layer in layers]}); this "
@@ -196,8 +272,14 @@ def decoder_cache(
         self_cache.layers = [layer_class() for _ in range(num_layers)]
         self_cache.layer_class_to_replicate = None
     if isinstance(cache, EncoderDecoderCache) and not cache.is_updated.get(0):
-        cache.cross_attention_cache.layers = [DynamicLayer() for _ in range(num_layers)]
-        cache.cross_attention_cache.layer_class_to_replicate = None
+        cross = cache.cross_attention_cache
+        cross_length = static_length(cross)
+        if cross_length is not None and not any(layer.is_initialized for layer in cross.layers):
+            # generate's static cross-attention cache (one StaticLayer per block, sized to the source)
+            cross.layers = _static_layers(cross.layers, num_layers, cross_length)
+        else:
+            cross.layers = [DynamicLayer() for _ in range(num_layers)]
+            cross.layer_class_to_replicate = None
         cache.is_updated = dict.fromkeys(range(num_layers), False)
     return cache, self_cache
 

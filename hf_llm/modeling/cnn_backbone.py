@@ -28,10 +28,13 @@ from torch import nn
 from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from .cache_layers import HfLlmConvCacheLayer, decoder_cache, source_memory
+from .cache_layers import (
+    STATIC_COVERAGE_ERROR, HfLlmConvCacheLayer, decoder_cache, is_static, source_memory, static_position,
+)
 from .copy_layers import HfLlmCoverageGate, covered_attention
 from .shared_layers import (
-    DocumentSplit, HfLlmDecoderOutput, HfLlmEncoderOutput, document_starts, embed, masked_softmax, positions_from_mask,
+    DocumentSplit, HfLlmDecoderOutput, HfLlmEncoderOutput, document_starts, embed, masked_softmax, new_token_mask,
+    positions_from_mask,
 )
 
 SQRT_HALF = math.sqrt(0.5)
@@ -57,7 +60,7 @@ def check_positions(position_ids: torch.Tensor, limit: int, bound: int | None = 
     `bound`, when known from shapes (positions made here from the mask are below it), spares the check's
     device sync (and torch.compile's graph break) whenever it is within the limit. Compiled models skip it.
     """
-    if (bound is not None and bound <= limit) or torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or (bound is not None and bound <= limit):
         return
     if position_ids.numel() and int(position_ids.max()) >= limit:
         raise ValueError(
@@ -92,6 +95,13 @@ class HfLlmConvBlock(GradientCheckpointingLayer):
         k, length = self.kernel_size, x.shape[1]
         if not self.causal:
             return self.conv(nn.functional.pad(x.transpose(1, 2), ((k - 1) // 2, k // 2)))
+        if cache_layer is not None and is_static(cache_layer):
+            # A static layer holds one input per cache slot (keys; values the same, for the key/value layout):
+            # the window is slots start - (k - 1) ... start + T - 1, those before slot 0 being the zero padding.
+            slots = torch.arange(length + k - 1, device=x.device) + (static_position(cache_layer) - (k - 1))  # (k-1+T,)
+            inputs = cache_layer.update(x.unsqueeze(1), x.unsqueeze(1))[0][:, 0]  # (B, max_cache_len, C)
+            window = inputs.index_select(1, slots.clamp(min=0)) * (slots >= 0).to(x.dtype).view(1, -1, 1)
+            return self.conv(window.transpose(1, 2))
         if cache_layer is not None:
             x = cache_layer.update_inputs(x)[:, -(length + k - 1) :]  # (B, <= k - 1 + T, C): cached inputs + new ones
         return self.conv(nn.functional.pad(x.transpose(1, 2), (k - 1 + length - x.shape[1], 0)))
@@ -273,15 +283,21 @@ class HfLlmCNNDecoder(nn.Module):
         cache, self_cache = decoder_cache(
             cache, use_cache and starts is None, self.has_attention, self.num_layers, HfLlmConvCacheLayer
         )
-        mask = attention_mask[:, -length:] if attention_mask is not None else None  # the new tokens
+        static = self_cache is not None and is_static(self_cache.layers[0])
+        if static and self.has_attention and self.config.coverage_attention:
+            raise ValueError(STATIC_COVERAGE_ERROR)
+        past = static_position(self_cache.layers[0]) if static else None
+        mask = new_token_mask(attention_mask, length, 0 if past is None else past)  # the new tokens (B, T)
 
         bound = None
         if position_ids is None:
-            past = self_cache.get_seq_length() if self_cache is not None else 0
-            if attention_mask is not None:
-                past = attention_mask.shape[1] - length
+            bound = self_cache.layers[0].max_cache_len if static else None  # every slot's position is below it
+            if past is None:
+                past = self_cache.get_seq_length() if self_cache is not None else 0
+                if attention_mask is not None:
+                    past = attention_mask.shape[1] - length
+                bound = past + length
             position_ids = positions_from_mask(attention_mask, past, length, inputs_embeds.device)
-            bound = past + length
         position_ids = position_ids.expand(inputs_embeds.shape[0], -1)
         check_positions(position_ids, self.config.max_position_embeddings, bound)
 

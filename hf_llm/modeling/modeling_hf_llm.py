@@ -68,6 +68,9 @@ class HfLlmPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_attention_backend = True
+    # Every family decodes through transformers' StaticCache and a decoding step compiles without graph breaks
+    # (`generate(cache_implementation="static")`, transformers' compile path; docs/ARCHITECTURE.md, issue 15).
+    _can_compile_fullgraph = True
     _no_split_modules = [
         "HfLlmTransformerEncoderLayer", "HfLlmTransformerDecoderLayer", "HfLlmRecurrence", "HfLlmAttentionRecurrence",
         "HfLlmConvBlock",

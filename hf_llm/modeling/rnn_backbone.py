@@ -26,14 +26,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
-from transformers.cache_utils import Cache
+from transformers.cache_utils import Cache, StaticLayer
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from .cache_layers import HfLlmRecurrentCacheLayer, decoder_cache, source_memory
+from .cache_layers import (
+    STATIC_COVERAGE_ERROR, HfLlmRecurrentCacheLayer, HfLlmStaticFeedLayer, decoder_cache, is_static, source_memory,
+    static_position,
+)
 from .copy_layers import HfLlmCoverageGate, covered_attention
-from .shared_layers import DocumentSplit, HfLlmDecoderOutput, HfLlmEncoderOutput, document_starts, embed, masked_softmax
+from .shared_layers import (
+    DocumentSplit, HfLlmDecoderOutput, HfLlmEncoderOutput, document_starts, embed, masked_softmax, new_token_mask,
+)
 
 RNNState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # GRU: h; LSTM: (h, c); each (L * dirs, B, H)
+
 
 
 class PackedPadding:
@@ -110,9 +116,49 @@ class HfLlmGateProjections(nn.Module):
         return adapted or None
 
 
+def step_rnn(rnn: nn.RNNBase, x: torch.Tensor, state: RNNState | None,
+             weights: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, RNNState]:
+    """One token `x (B, 1, D)` through a unidirectional multi-layer LSTM/GRU from `state (L, B, H)` [LSTM: (h, c)],
+    written out with PyTorch's gate equations (LSTM: Hochreiter & Schmidhuber 1997, gates i, f, g, o; GRU: Cho et al.
+    2014, gates r, z, n), `weights` (adapted matrices) in place of the module's own where given.
+
+    torch.compile cannot trace `nn.LSTM` / `nn.GRU` (dynamo breaks the graph there), so a compiled decoding step
+    runs this instead; it equals the fused kernel to float rounding."""
+    weights = weights or {}
+    h0, c0 = split_state(state) if state is not None else (None, None)
+    lstm = isinstance(rnn, nn.LSTM)
+    inputs = x[:, 0]  # (B, D)
+    hiddens, cells = [], []
+    for layer in range(rnn.num_layers):
+        w_ih = weights.get(f"weight_ih_l{layer}", getattr(rnn, f"weight_ih_l{layer}"))
+        w_hh = weights.get(f"weight_hh_l{layer}", getattr(rnn, f"weight_hh_l{layer}"))
+        b_ih, b_hh = getattr(rnn, f"bias_ih_l{layer}", None), getattr(rnn, f"bias_hh_l{layer}", None)
+        h = h0[layer] if h0 is not None else inputs.new_zeros(inputs.shape[0], rnn.hidden_size)  # (B, H)
+        gates_x, gates_h = nn.functional.linear(inputs, w_ih, b_ih), nn.functional.linear(h, w_hh, b_hh)  # (B, k * H)
+        if lstm:
+            c = c0[layer] if c0 is not None else torch.zeros_like(h)
+            i, f, g, o = (gates_x + gates_h).chunk(4, dim=-1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            cells.append(c)
+        else:
+            r_x, z_x, n_x = gates_x.chunk(3, dim=-1)
+            r_h, z_h, n_h = gates_h.chunk(3, dim=-1)
+            r, z = torch.sigmoid(r_x + r_h), torch.sigmoid(z_x + z_h)
+            h = (1 - z) * torch.tanh(n_x + r * n_h) + z * h
+        hiddens.append(h)
+        inputs = h
+    hidden = torch.stack(hiddens)  # (L, B, H)
+    return h.unsqueeze(1), ((hidden, torch.stack(cells)) if lstm else hidden)
+
+
 def forward_rnn(rnn: nn.RNNBase, x: torch.Tensor | PackedSequence, state: RNNState | None,
                 weights: dict[str, torch.Tensor] | None):
-    """`rnn(x, state)`, with `weights` (adapted matrices, by parameter name) in place of its own where given."""
+    """`rnn(x, state)`, with `weights` (adapted matrices, by parameter name) in place of its own where given; one
+    token under torch.compile by `step_rnn`."""
+    if (torch.compiler.is_compiling() and not isinstance(x, PackedSequence) and x.shape[1] == 1 and rnn.batch_first
+            and not rnn.bidirectional and not (rnn.training and rnn.dropout)):
+        return step_rnn(rnn, x, state, weights)
     if not weights:
         return rnn(x, state)
     return torch.func.functional_call(rnn, weights, (x, state))
@@ -134,14 +180,26 @@ def call_rnn(rnn: nn.RNNBase, x: torch.Tensor | PackedSequence, state: RNNState 
 
 
 def needs_packing(mask: torch.Tensor | None) -> bool:
-    return mask is not None and not bool(mask.all())
+    """Whether padding must be packed away: a single token never is (a padding step holds the state instead, by
+    `torch.where`: no device sync, no graph break in a compiled decoding step)."""
+    return mask is not None and mask.shape[1] > 1 and not bool(mask.all())
+
+
+def hold_padding(mask: torch.Tensor | None, new: RNNState, old: RNNState | None) -> RNNState:
+    """After one token, per row the new state, or the old one (zeros before the first) where the token is padding."""
+    if mask is None or mask.shape[1] != 1:
+        return new
+    if old is None:
+        old = tuple(torch.zeros_like(n) for n in new) if isinstance(new, tuple) else torch.zeros_like(new)
+    return keep_where(mask[:, 0].bool(), new, old)
 
 
 def run_rnn(rnn: nn.RNNBase, x: torch.Tensor, mask: torch.Tensor | None, state: RNNState | None,
             weights: dict[str, torch.Tensor] | None = None):
     """Run a fused RNN over `x (B, T, D)` from `state`, skipping padding wherever it is (left or right)."""
     if not needs_packing(mask):
-        return call_rnn(rnn, x, state, weights)
+        out, final = call_rnn(rnn, x, state, weights)
+        return out, hold_padding(mask, final, state)
     padding = PackedPadding(mask)
     packed_out, final = call_rnn(rnn, padding.pack(x), state, weights)
     return padding.unpack(packed_out), final
@@ -269,7 +327,10 @@ class HfLlmRecurrence(nn.Module):
                 if own is not None:
                     own.append(h)
                 h = h if skip is None else h + skip
-            if padding is not None and not bool(mask.any(-1).all()):
+            if padding is None and mask is not None and mask.shape[1] == 1:  # one token: padding holds the state
+                h_n, c_n = split_state(hold_padding(mask, h_n if c_n is None else (h_n, c_n),
+                                                    None if h0 is None else (h0 if c0 is None else (h0, c0))))
+            elif padding is not None and not bool(mask.any(-1).all()):
                 # A row of padding only (packed as one token) holds its state.
                 real = mask.any(-1)[None, :, None]
                 h_n = torch.where(real, h_n, torch.zeros_like(h_n) if h0 is None else h0)
@@ -476,6 +537,9 @@ class HfLlmRNNDecoder(nn.Module):
 
     def __init__(self, config, num_layers: int, encoder_hidden_size: int | None = None):
         super().__init__()
+        # torch.compile's dynamo refuses to look at an nn.LSTM / nn.GRU at all (even to read its weights for
+        # `step_rnn`) unless this flag is set; it changes nothing for code that is not compiled.
+        torch._dynamo.config.allow_rnn = True
         hidden = config.hidden_size
         self.config = config
         self.cell = config.rnn_cell
@@ -528,6 +592,30 @@ class HfLlmRNNDecoder(nn.Module):
         parts = bridged.view(batch, self.num_layers, self.state_parts, hidden).permute(2, 1, 0, 3)  # (k, L, B, H)
         return (parts[0].contiguous(), parts[1].contiguous()) if self.cell == "lstm" else parts[0].contiguous()
 
+    def feeds(self) -> bool:
+        """Whether the top layer's cache also keeps the fed attentional vector (Luong input feeding, Bahdanau)."""
+        return self.attention != "none" and self.recurrence.stepped
+
+    def static_state(self, cache: Cache, initial: RNNState) -> tuple[RNNState, torch.Tensor | None]:
+        """The state after the last cached token and the fed vector, from a static cache: each layer keeps its state
+        after every token in its cache slot (keys: h; values: the LSTM cell, or h again for a GRU; the top layer of a
+        feeding decoder the fed vector as `feeds`), read at slot `position - 1` by index (no device sync, no graph
+        break); before the first token, `initial` and zeros."""
+        position = static_position(cache.layers[0])
+        if not cache.layers[0].is_initialized:
+            return initial, None
+        slot = (position - 1).clamp(min=0).view(1)
+        read = [(layer.keys[:, 0].index_select(1, slot)[:, 0], layer.values[:, 0].index_select(1, slot)[:, 0])
+                for layer in cache.layers]  # (B, H), (B, V) per layer
+        h = torch.stack([k for k, _ in read])  # (L, B, H)
+        state = (h, torch.stack([v for _, v in read])) if self.cell == "lstm" else h
+        feed = cache.layers[-1].feeds[:, 0].index_select(1, slot)[:, 0] if self.feeds() else None
+        started = position > 0  # a cache emptied by crop / reset starts again from `initial`
+        state = keep_where(started.view(1).expand(h.shape[1]), state, initial)
+        if feed is not None:
+            feed = torch.where(started, feed, torch.zeros_like(feed))
+        return state, feed
+
     def cached_state(self, cache: Cache) -> tuple[RNNState, torch.Tensor | None] | None:
         """The state after the last cached token, and the input-feed vector (or None), from the cache layers."""
         states = [layer.last_states() for layer in cache.layers]
@@ -565,14 +653,20 @@ class HfLlmRNNDecoder(nn.Module):
         # Packed documents (position ids restarting inside a row) each start from a fresh state; no cache then.
         starts = document_starts(position_ids, attention_mask) if cache is None and self.attention == "none" else None
         cache, self_cache = decoder_cache(
-            cache, use_cache and starts is None, encoder_outputs is not None, self.num_layers, HfLlmRecurrentCacheLayer
+            cache, use_cache and starts is None, encoder_outputs is not None, self.num_layers, HfLlmRecurrentCacheLayer,
+            HfLlmStaticFeedLayer if self.feeds() else StaticLayer,
         )
-        # The mask covers past + new tokens; the new tokens are the last `length` columns.
-        mask = attention_mask[:, -length:] if attention_mask is not None else None
+        static = self_cache is not None and is_static(self_cache.layers[0])
+        # The mask covers past + new tokens (2-D), or is generate's 4-D mask for a static cache: the new tokens' part.
+        mask = new_token_mask(attention_mask, length, static_position(self_cache.layers[0]) if static else 0)
 
-        cached = self.cached_state(self_cache) if self_cache is not None else None
-        state, feed = cached if cached is not None else (
-            self.initial_state(batch, inputs_embeds, encoder_outputs, encoder_attention_mask), None)
+        if static:
+            state, feed = self.static_state(
+                self_cache, self.initial_state(batch, inputs_embeds, encoder_outputs, encoder_attention_mask))
+        else:
+            cached = self.cached_state(self_cache) if self_cache is not None else None
+            state, feed = cached if cached is not None else (
+                self.initial_state(batch, inputs_embeds, encoder_outputs, encoder_attention_mask), None)
         x = self.dropout(self.embed_norm(inputs_embeds))
 
         steps = probs = per_layer = None
@@ -594,7 +688,9 @@ class HfLlmRNNDecoder(nn.Module):
                 feed = inputs_embeds.new_zeros(batch, self.output_size)
             coverage = None
             if self.config.coverage_attention:  # the coverage so far (B, S): from the cache, or none yet
-                coverage = self_cache.layers[-1].last_coverage() if cached is not None else None
+                if static:
+                    raise ValueError(STATIC_COVERAGE_ERROR)
+                coverage = self_cache.layers[-1].last_coverage() if self_cache is not None else None
                 coverage = coverage if coverage is not None else keys.new_zeros(keys.shape[:2])
             stepwise = self_cache is not None or output_hidden_states
             hidden_states, state, feed, probs, steps = self.recurrence(
@@ -604,7 +700,13 @@ class HfLlmRNNDecoder(nn.Module):
         if self_cache is not None:
             for i, layer in enumerate(self_cache.layers):
                 feeds = steps.feeds if i == self.num_layers - 1 else None
-                layer.update_states(steps.hidden[i], steps.cell[i] if steps.cell is not None else None, feeds)
+                cell = steps.cell[i] if steps.cell is not None else None
+                if static:
+                    if feeds is not None:
+                        layer.update_feeds(feeds.unsqueeze(1))  # before `update`, which moves the position on
+                    layer.update(steps.hidden[i].unsqueeze(1), (steps.hidden[i] if cell is None else cell).unsqueeze(1))
+                else:
+                    layer.update_states(steps.hidden[i], cell, feeds)
             if steps.coverages is not None:
                 self_cache.layers[-1].update_coverage(steps.coverages)
         last_hidden_state = self.norm(self.dropout(hidden_states))

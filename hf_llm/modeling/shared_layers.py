@@ -62,18 +62,48 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Ten
 
 
 def positions_from_mask(
-    attention_mask: torch.Tensor | None, past_length: int, seq_length: int, device: torch.device
+    attention_mask: torch.Tensor | None, past_length: int | torch.Tensor, seq_length: int, device: torch.device
 ) -> torch.Tensor:
     """Position ids `(B or 1, T)` of the last `seq_length` tokens.
 
     With a 2-D padding mask the positions count real tokens only, so a left-padded row gets the same
-    positions as the row alone; pads get position 0.
+    positions as the row alone; pads get position 0. `past_length` may be a static cache's 0-dim length tensor
+    (no device sync, no graph break under torch.compile).
     """
     if attention_mask is None:
-        return torch.arange(past_length, past_length + seq_length, device=device).unsqueeze(0)
+        return (torch.arange(seq_length, device=device) + past_length).unsqueeze(0)
+    if attention_mask.dim() == 4:  # generate's mask for a static cache (B, 1, T, max_cache_len)
+        return positions_from_4d_mask(attention_mask) * new_token_mask(attention_mask, seq_length, past_length)
     positions = attention_mask.long().cumsum(-1) - 1  # (B, past + T)
     positions = positions.masked_fill(attention_mask == 0, 0)
     return positions[:, -seq_length:]
+
+
+def new_token_mask(
+    attention_mask: torch.Tensor | None, length: int, past_length: int | torch.Tensor = 0
+) -> torch.Tensor | None:
+    """Which of the `length` new tokens are real `(B, T)` (1 real, 0 padding), or None when all are.
+
+    `attention_mask` is the usual 2-D padding mask over past + new tokens, or the 4-D mask `(B, 1, T, max_cache_len)`
+    that `generate` builds for a static cache (bool "may attend", or additive 0 / dtype minimum): a token is real
+    when it may attend to its own cache slot `past_length + t` (the causal mask lets a query see the real keys up to
+    its own position). Recurrent and convolutional decoders read their padding from it.
+    """
+    if attention_mask is None:
+        return None
+    if attention_mask.dim() == 2:
+        return attention_mask[:, -length:]
+    rows = attention_mask[:, 0]  # (B, T, K)
+    slots = (torch.arange(length, device=rows.device) + past_length).view(1, length, 1).expand(rows.shape[0], -1, -1)
+    own = rows.gather(-1, slots).squeeze(-1)  # (B, T)
+    return (own if own.dtype == torch.bool else own == 0).long()
+
+
+def positions_from_4d_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids `(B, T)` from a 4-D mask `(B, 1, T, K)`: the real tokens a query sees, minus one (its own), so a
+    left-padded row gets the positions of the row alone; pads get position 0, as in `positions_from_mask`."""
+    allowed = attention_mask[:, 0] if attention_mask.dtype == torch.bool else attention_mask[:, 0] == 0
+    return (allowed.long().sum(-1) - 1).clamp(min=0)
 
 
 def token_cross_entropy(

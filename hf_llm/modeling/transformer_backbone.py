@@ -57,11 +57,21 @@ class HfLlmRotaryEmbedding(nn.Module):
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, enabled=False):
             angles = position_ids[..., None].float() * self.inv_freq.float()  # (B, T, D/2)
+            if torch.compiler.is_compiling():
+                # inductor has no code generation for complex numbers (it would fall back to eager kernels): the
+                # same rotation as (cos, sin) pairs, which it fuses
+                return torch.stack([angles.cos(), angles.sin()], dim=-1)  # (B, T, D/2, 2)
             return torch.polar(torch.ones_like(angles), angles)  # (B, T, D/2) complex64
 
 
 def rotate(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
-    """Rotate queries or keys `(B, nh, T, hd)` by their positions; `rotation` is `(B, T, hd/2)` complex."""
+    """Rotate queries or keys `(B, nh, T, hd)` by their positions; `rotation` is `(B, T, hd/2)` complex, or (compiled)
+    `(B, T, hd/2, 2)` cosines and sines."""
+    if not rotation.is_complex():
+        pairs = x.float().reshape(*x.shape[:-1], -1, 2)  # (B, nh, T, hd/2, 2)
+        real, imag = pairs[..., 0], pairs[..., 1]
+        cos, sin = rotation[..., 0].unsqueeze(1), rotation[..., 1].unsqueeze(1)  # (B, 1, T, hd/2)
+        return torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1).flatten(-2).type_as(x)
     pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, nh, T, hd/2)
     return torch.view_as_real(pairs * rotation.unsqueeze(1)).flatten(-2).type_as(x)
 

@@ -366,3 +366,10 @@ def test_coverage_attention_settings_are_validated():
         seq2seq_config("rnn-rnn[lstm,none,bi]", coverage_attention=True)
     with pytest.raises(ValueError, match="coverage_attention='yes' must be true or false"):
         seq2seq_config("cnn-cnn", coverage_attention="yes")
+
+
+@pytest.mark.parametrize("case", ["rnn-rnn[lstm,bahdanau,bi]", "cnn-cnn"])
+def test_coverage_in_the_scorer_with_a_static_cache_is_a_clear_error(case):
+    model = make_covered(case)
+    with pytest.raises(ValueError, match="coverage_attention keeps the coverage .* cache_implementation='dynamic'"):
+        model.generate(random_ids(1, 5), max_new_tokens=3, do_sample=False, cache_implementation="static")

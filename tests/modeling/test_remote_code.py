@@ -1,4 +1,5 @@
-"""A saved checkpoint loads with trust_remote_code=True in a process that cannot import hf_llm."""
+"""A saved checkpoint loads with trust_remote_code=True in a process that cannot import hf_llm (and generates the
+same with transformers' static cache)."""
 
 from __future__ import annotations
 
@@ -29,12 +30,15 @@ for case, request in json.loads(sys.argv[1]).items():
     with torch.no_grad():
         logits = model(**inputs).logits
         generated = model.generate(inputs["input_ids"], max_new_tokens=5, num_beams=2, do_sample=False, pad_token_id=0)
+        static = model.generate(inputs["input_ids"], max_new_tokens=5, num_beams=2, do_sample=False, pad_token_id=0,
+                                cache_implementation="static")
     results[case] = {
         "module": type(model).__module__,
         "config_module": type(config).__module__,
         "base_class": type(base).__name__,
         "logits": logits.tolist(),
         "generated": generated.tolist(),
+        "static_generated": static.tolist(),
     }
 print(json.dumps(results))
 """
@@ -93,6 +97,7 @@ def test_trust_remote_code_load_gives_identical_logits_and_generations(case, rem
         generated = model.generate(inputs["input_ids"], max_new_tokens=5, num_beams=2, do_sample=False, pad_token_id=0)
     torch.testing.assert_close(torch.tensor(remote["logits"]), logits, atol=1e-6, rtol=0)
     assert remote["generated"] == generated.tolist()
+    assert remote["static_generated"] == generated.tolist()  # static caches work from the checkpoint's own code
 
 
 def test_loading_without_trust_remote_code_refuses_to_run_code(tmp_path):

@@ -1,0 +1,161 @@
+"""Static caches and a compiled decoding step (issue 15): greedy decoding speed, prefill excluded.
+
+    python benchmarks/bench_decode.py                 # base shape (vocab 8192, hidden 256, 4 layers)
+    python benchmarks/bench_decode.py --quick         # fewer tokens, one repeat
+    python benchmarks/bench_decode.py --models "hf_llm rnn,GPT-2"
+    python benchmarks/bench_decode.py --batched       # 32 prompts x 128 new tokens, default vs static cache
+    python benchmarks/bench_decode.py --beam          # beam-4 seq2seq, hf_llm vs BART, default vs static cache
+
+Each decoder-only LM of the base shape (hf_llm's three families, GPT-2, Llama; `run.decoder_builders`) decodes at
+batch 1 from contexts of 16 and 512 tokens two ways:
+
+- `default`: transformers' default path (a DynamicCache, eager);
+- `static+compiled`: `generate(cache_implementation="static", compile_config=CompileConfig(fullgraph=...))`, the
+  decoding step compiled by transformers' own auto-compile (forced on CPU with `compile_config._compile_all_devices`,
+  as transformers' tests do; `fullgraph=True` for hf_llm, whose step has no graph break; transformers' default
+  `fullgraph=False` for GPT-2 / Llama).
+
+tokens/s = N / (time for 1 + N tokens - time for 1 token). One model instance serves both contexts, so its static
+cache is sized once for the longer one (transformers keeps the largest `max_cache_len` to avoid recompiling) and
+the compiled step is compiled once (not timed: a warm-up call before the timed calls). All variants and contexts of
+one model are interleaved (A B C D A B C D ...; medians). Writes benchmarks/results/decode.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import alternate, dump  # noqa: E402
+from run import RESULTS, SHAPES, decoder_builders, seq2seq_models  # noqa: E402
+
+from transformers import CompileConfig  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+MODELS = ["hf_llm transformer", "hf_llm rnn", "hf_llm cnn", "GPT-2", "Llama"]
+CONTEXTS = (16, 512)
+
+
+def compile_config(name: str) -> CompileConfig:
+    config = CompileConfig(fullgraph=name.startswith("hf_llm"), dynamic=False)
+    config._compile_all_devices = True  # compile on CPU too (transformers compiles on accelerators only)
+    return config
+
+
+def decode_fns(model, name: str, context: int, new_tokens: int, static: bool):
+    ids = torch.randint(3, model.config.vocab_size, (1, context), generator=torch.Generator().manual_seed(0))
+    kwargs = dict(do_sample=False, pad_token_id=0, eos_token_id=None)
+    if static:
+        kwargs.update(cache_implementation="static", compile_config=compile_config(name))
+
+    @torch.no_grad()
+    def run(count: int):
+        return model.generate(ids, max_new_tokens=count, min_new_tokens=count, **kwargs)
+
+    return (lambda: run(1)), (lambda: run(new_tokens + 1)), run
+
+
+@torch.no_grad()
+def batched_throughput(names: list[str], builders: dict, prompts: int, new_tokens: int, repeats: int) -> dict:
+    """Serving throughput: `prompts` prompts of 16 tokens at once, `new_tokens` greedy tokens each, tokens/s of the
+    whole call (prefill included), default cache and static cache (eager: a compile per model and batch shape would
+    dominate this run), models interleaved."""
+    ids = torch.randint(3, SHAPES["base"]["vocab"], (prompts, 16), generator=torch.Generator().manual_seed(1))
+    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0,
+                  eos_token_id=None)
+    candidates = {}
+    for name in names:
+        torch.manual_seed(0)
+        model = builders[name]().eval()
+        candidates[f"{name} default"] = lambda model=model: model.generate(ids, **kwargs)
+        candidates[f"{name} static"] = lambda model=model: model.generate(ids, cache_implementation="static", **kwargs)
+    times = alternate(candidates, repeats=repeats)
+    return {key: round(prompts * new_tokens / seconds, 1) for key, seconds in times.items()}
+
+
+@torch.no_grad()
+def beam_search(repeats: int, new_tokens: int) -> dict:
+    """Beam-4 seq2seq generation as in run.py (4 sources of 64 tokens, `new_tokens` tokens, tokens/s = 4 x new / s):
+    hf_llm's Transformer encoder-decoder against BART, each with the default cache and with a static one, interleaved.
+    transformers 5.24's beam search never takes the compiled path (`_beam_search` calls the model eagerly, whatever
+    `compile_config` says), so "best path" here is the better of the two eager caches for each model."""
+    models = seq2seq_models(SHAPES["base"])
+    source = torch.randint(3, SHAPES["base"]["vocab"], (4, 64), generator=torch.Generator().manual_seed(2))
+    beam = dict(num_beams=4, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, eos_token_id=None,
+                pad_token_id=0)
+    candidates = {}
+    for name, model in models.items():
+        model.eval()
+        candidates[f"{name} default"] = lambda model=model: model.generate(source, **beam)
+        candidates[f"{name} static"] = lambda model=model: model.generate(source, cache_implementation="static", **beam)
+    times = alternate(candidates, repeats=repeats)
+    return {"tokens_per_s": {key: round(4 * new_tokens / seconds, 1) for key, seconds in times.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--out", default=os.path.join(RESULTS, "decode.json"))
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: on a shared 2-core machine two threads spin against the load)")
+    parser.add_argument("--beam", action="store_true", help="only beam-4 seq2seq generation, hf_llm vs BART")
+    parser.add_argument("--batched", action="store_true", help="only the batched throughput (32 prompts x 128 tokens)")
+    args = parser.parse_args()
+    hf_logging.set_verbosity_error()
+    torch.set_num_threads(args.threads)
+    shape = SHAPES["base"]
+    new_tokens, repeats = (16, 1) if args.quick else (64, 3)
+    builders = decoder_builders(shape)
+    results = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+               "torch": torch.__version__, "shape": shape, "new_tokens": new_tokens, "repeats": repeats, "models": {}}
+    if args.beam:
+        results["beam4"] = beam_search(1 if args.quick else 3, 8 if args.quick else 32)
+        print(results["beam4"], flush=True)
+        dump(args.out.replace("decode.json", "decode_beam4.json"), results)
+        return
+    if args.batched:
+        prompts, count = (8, 16) if args.quick else (32, 128)
+        results.update(prompts=prompts, new_tokens=count,
+                       batched=batched_throughput(args.models.split(","), builders, prompts, count, 1 if args.quick else 3))
+        print(results["batched"], flush=True)
+        dump(args.out.replace("decode.json", "decode_batched.json"), results)
+        return
+    for name in args.models.split(","):
+        torch.manual_seed(0)
+        model = builders[name]().eval()
+        candidates, checks = {}, {}
+        compile_seconds = None
+        for static in (True, False):  # static first: its warm-up call compiles (timed here, once)
+            for context in sorted(CONTEXTS, reverse=True):  # the longest first: it sizes the static cache
+                key = f"{'static+compiled' if static else 'default'} {context}"
+                one, many, run = decode_fns(model, name, context, new_tokens, static)
+                if static and compile_seconds is None:
+                    start = time.perf_counter()
+                    run(3)
+                    compile_seconds = time.perf_counter() - start
+                checks[key] = run(new_tokens + 1)
+                candidates[f"{key} one"], candidates[f"{key} many"] = one, many
+        times = alternate(candidates, repeats=repeats)
+        entry = {"compile_seconds": round(compile_seconds, 1)}
+        for key in checks:
+            entry[key] = round(new_tokens / max(times[f"{key} many"] - times[f"{key} one"], 1e-9), 1)
+        for context in CONTEXTS:  # greedy tokens of both paths (equal unless near ties)
+            entry[f"same tokens {context}"] = bool(torch.equal(checks[f"default {context}"],
+                                                                checks[f"static+compiled {context}"]))
+        results["models"][name] = entry
+        print(name, entry, flush=True)
+        del model
+        torch.compiler.reset()
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    dump(args.out, results)
+
+
+if __name__ == "__main__":
+    main()
