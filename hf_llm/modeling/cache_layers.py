@@ -38,13 +38,11 @@ STATIC_COVERAGE_ERROR = (
 )
 
 
-class HfLlmConvCacheLayer(DynamicLayer):
-    """Inputs of one causal convolution block, one per token: `keys (B, 1, T, C)` (`values` is the same tensor);
-    with coverage in the block's attention, the coverage after each token `coverages (B, 1, T, S)`."""
+class CoverageHistory:
+    """The coverage after each token `coverages (B, 1, T, S)` (`coverage_attention`), kept by the cache layer of the
+    block whose attention sees it; the layer crops, reorders and repeats it with its other entries."""
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.coverages: torch.Tensor | None = None
+    coverages: torch.Tensor | None = None
 
     def update_coverage(self, coverages: torch.Tensor) -> None:
         """Append the coverage after each new token `(B, T, S)`."""
@@ -54,6 +52,15 @@ class HfLlmConvCacheLayer(DynamicLayer):
     def last_coverage(self) -> torch.Tensor | None:
         """The coverage `(B, S)` after the last cached token, or None."""
         return self.coverages[:, 0, -1] if self.coverages is not None and self.coverages.shape[-2] > 0 else None
+
+
+class HfLlmConvCacheLayer(CoverageHistory, DynamicLayer):
+    """Inputs of one causal convolution block, one per token: `keys (B, 1, T, C)` (`values` is the same tensor);
+    with coverage in the block's attention, the coverage after each token `coverages (B, 1, T, S)`."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.coverages: torch.Tensor | None = None
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor | None = None, *args, **kwargs):
         raise NotImplementedError("HfLlmConvCacheLayer holds convolution inputs: use update_inputs(x).")
@@ -101,7 +108,7 @@ class HfLlmConvCacheLayer(DynamicLayer):
         super().reset()
 
 
-class HfLlmRecurrentCacheLayer(DynamicLayer):
+class HfLlmRecurrentCacheLayer(CoverageHistory, DynamicLayer):
     """State of one LSTM/GRU layer after each token: `keys` = hidden state `(B, 1, T, H)`, `values` = LSTM cell
     (GRU: the hidden state again), `feeds` = the attentional vector of an input-feeding decoder `(B, 1, T, H)`
     (top layer only, else None), `coverages` = the coverage after each token `(B, 1, T, S)` (top layer, with
@@ -126,15 +133,6 @@ class HfLlmRecurrentCacheLayer(DynamicLayer):
             keys, values, feeds = (None if n is None else torch.cat([o, n], dim=-2) for o, n in zip(old, new))
         self.keys, self.feeds = keys, feeds
         self.values = values if values is not None else keys
-
-    def update_coverage(self, coverages: torch.Tensor) -> None:
-        """Append the coverage after each new token `(B, T, S)` (called with the `update_states` of those tokens)."""
-        new = coverages.unsqueeze(1)
-        self.coverages = new if self.coverages is None else torch.cat([self.coverages, new], dim=-2)
-
-    def last_coverage(self) -> torch.Tensor | None:
-        """The coverage `(B, S)` after the last cached token, or None."""
-        return self.coverages[:, 0, -1] if self.coverages is not None and self.coverages.shape[-2] > 0 else None
 
     def last_states(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
         """`(h, c, feed)` after the last cached token, each `(B, H)` (c is h for a GRU), or None before the first."""
