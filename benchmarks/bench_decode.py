@@ -3,7 +3,7 @@
     python benchmarks/bench_decode.py                 # base shape (vocab 8192, hidden 256, 4 layers)
     python benchmarks/bench_decode.py --quick         # fewer tokens, one repeat
     python benchmarks/bench_decode.py --models "hf_llm rnn,GPT-2"
-    python benchmarks/bench_decode.py --batched       # 32 prompts x 128 new tokens, default vs static cache
+    python benchmarks/bench_decode.py --batched       # 32 prompts x 128 new tokens: default, static, static+compiled
     python benchmarks/bench_decode.py --beam          # beam-4 seq2seq, hf_llm vs BART, default vs static cache
 
 Each decoder-only LM of the base shape (hf_llm's three families, GPT-2, Llama; `run.decoder_builders`) decodes at
@@ -15,15 +15,18 @@ batch 1 from contexts of 16 and 512 tokens two ways:
   as transformers' tests do; `fullgraph=True` for hf_llm, whose step has no graph break; transformers' default
   `fullgraph=False` for GPT-2 / Llama).
 
-tokens/s = N / (time for 1 + N tokens - time for 1 token). One model instance serves both contexts, so its static
-cache is sized once for the longer one (transformers keeps the largest `max_cache_len` to avoid recompiling) and
-the compiled step is compiled once (not timed: a warm-up call before the timed calls). All variants and contexts of
-one model are interleaved (A B C D A B C D ...; medians). Writes benchmarks/results/decode.json.
+tokens/s = N / (time for 1 + N tokens - time for 1 token). The static path uses one copy of the model per context,
+so that each static cache is sized to its context (transformers keeps the largest `max_cache_len` a model has seen,
+to avoid recompiling: one instance serving both contexts attends over 512 + N slots at context 16 too; the files
+before 2026-12-02 were measured that way); each copy compiles its step in a warm-up call, not timed (the first
+compile's seconds are reported). All variants and contexts of one model are interleaved (A B C D A B C D ...;
+medians). Writes benchmarks/results/decode.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import sys
@@ -62,21 +65,32 @@ def decode_fns(model, name: str, context: int, new_tokens: int, static: bool):
 
 
 @torch.no_grad()
-def batched_throughput(names: list[str], builders: dict, prompts: int, new_tokens: int, repeats: int) -> dict:
+def batched_throughput(names: list[str], builders: dict, prompts: int, new_tokens: int, repeats: int,
+                       compiled: bool = True) -> dict:
     """Serving throughput: `prompts` prompts of 16 tokens at once, `new_tokens` greedy tokens each, tokens/s of the
-    whole call (prefill included), default cache and static cache (eager: a compile per model and batch shape would
-    dominate this run), models interleaved."""
+    whole call (prefill included), models interleaved: the default cache, a static cache, and (`compiled`) a static
+    cache with the decoding step compiled as in `decode_fns` (the compile, one per model and batch shape, is the
+    untimed warm-up call; its seconds are reported)."""
     ids = torch.randint(3, SHAPES["base"]["vocab"], (prompts, 16), generator=torch.Generator().manual_seed(1))
     kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0,
                   eos_token_id=None)
-    candidates = {}
+    candidates, compile_seconds = {}, {}
     for name in names:
         torch.manual_seed(0)
         model = builders[name]().eval()
         candidates[f"{name} default"] = lambda model=model: model.generate(ids, **kwargs)
         candidates[f"{name} static"] = lambda model=model: model.generate(ids, cache_implementation="static", **kwargs)
+        if compiled:
+            config = compile_config(name)
+            run = lambda model=model, config=config: model.generate(
+                ids, cache_implementation="static", compile_config=config, **kwargs)
+            start = time.perf_counter()
+            run()  # compiles the decoding step for this batch shape
+            compile_seconds[name] = round(time.perf_counter() - start, 1)
+            candidates[f"{name} static+compiled"] = run
     times = alternate(candidates, repeats=repeats)
-    return {key: round(prompts * new_tokens / seconds, 1) for key, seconds in times.items()}
+    return {**{key: round(prompts * new_tokens / seconds, 1) for key, seconds in times.items()},
+            "compile_seconds (first call)": compile_seconds}
 
 
 @torch.no_grad()
@@ -98,6 +112,43 @@ def beam_search(repeats: int, new_tokens: int) -> dict:
     return {"tokens_per_s": {key: round(4 * new_tokens / seconds, 1) for key, seconds in times.items()}}
 
 
+def greedy_paths(names: list[str], builders: dict, new_tokens: int, repeats: int) -> dict:
+    """Batch-1 greedy decoding tokens/s of each model, `default` and `static+compiled`, at both contexts (see the
+    module docstring), with the compile's seconds and whether both paths gave the same tokens."""
+    table = {}
+    for name in names:
+        torch.manual_seed(0)
+        model = builders[name]().eval()
+        candidates, checks = {}, {}
+        compile_seconds = None
+        # One instance per context for the static path (same weights): each has a static cache sized to its own
+        # context, as a fresh model serving one prompt length would (transformers keeps the largest cache a model
+        # has seen, so one instance serving both would attend over 512 + slots at context 16 too).
+        instances = {context: copy.deepcopy(model) for context in CONTEXTS}
+        for static in (True, False):  # static first: its warm-up calls compile (timed once)
+            for context in sorted(CONTEXTS, reverse=True):
+                key = f"{'static+compiled' if static else 'default'} {context}"
+                one, many, run = decode_fns(instances[context] if static else model, name, context, new_tokens, static)
+                if static:  # compiles this instance's step
+                    start = time.perf_counter()
+                    run(3)
+                    compile_seconds = compile_seconds or time.perf_counter() - start
+                checks[key] = run(new_tokens + 1)
+                candidates[f"{key} one"], candidates[f"{key} many"] = one, many
+        times = alternate(candidates, repeats=repeats)
+        entry = {"compile_seconds": round(compile_seconds, 1)}
+        for key in checks:
+            entry[key] = round(new_tokens / max(times[f"{key} many"] - times[f"{key} one"], 1e-9), 1)
+        for context in CONTEXTS:  # greedy tokens of both paths (equal unless near ties)
+            entry[f"same tokens {context}"] = bool(torch.equal(checks[f"default {context}"],
+                                                                checks[f"static+compiled {context}"]))
+        table[name] = entry
+        print(name, entry, flush=True)
+        del model
+        torch.compiler.reset()
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -114,7 +165,7 @@ def main() -> None:
     new_tokens, repeats = (16, 1) if args.quick else (64, 3)
     builders = decoder_builders(shape)
     results = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-               "torch": torch.__version__, "shape": shape, "new_tokens": new_tokens, "repeats": repeats, "models": {}}
+               "torch": torch.__version__, "shape": shape, "new_tokens": new_tokens, "repeats": repeats}
     if args.beam:
         results["beam4"] = beam_search(1 if args.quick else 3, 8 if args.quick else 32)
         print(results["beam4"], flush=True)
@@ -127,32 +178,7 @@ def main() -> None:
         print(results["batched"], flush=True)
         dump(args.out.replace("decode.json", "decode_batched.json"), results)
         return
-    for name in args.models.split(","):
-        torch.manual_seed(0)
-        model = builders[name]().eval()
-        candidates, checks = {}, {}
-        compile_seconds = None
-        for static in (True, False):  # static first: its warm-up call compiles (timed here, once)
-            for context in sorted(CONTEXTS, reverse=True):  # the longest first: it sizes the static cache
-                key = f"{'static+compiled' if static else 'default'} {context}"
-                one, many, run = decode_fns(model, name, context, new_tokens, static)
-                if static and compile_seconds is None:
-                    start = time.perf_counter()
-                    run(3)
-                    compile_seconds = time.perf_counter() - start
-                checks[key] = run(new_tokens + 1)
-                candidates[f"{key} one"], candidates[f"{key} many"] = one, many
-        times = alternate(candidates, repeats=repeats)
-        entry = {"compile_seconds": round(compile_seconds, 1)}
-        for key in checks:
-            entry[key] = round(new_tokens / max(times[f"{key} many"] - times[f"{key} one"], 1e-9), 1)
-        for context in CONTEXTS:  # greedy tokens of both paths (equal unless near ties)
-            entry[f"same tokens {context}"] = bool(torch.equal(checks[f"default {context}"],
-                                                                checks[f"static+compiled {context}"]))
-        results["models"][name] = entry
-        print(name, entry, flush=True)
-        del model
-        torch.compiler.reset()
+    results["models"] = greedy_paths(args.models.split(","), builders, new_tokens, repeats)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     dump(args.out, results)
 

@@ -15,6 +15,9 @@ Writes benchmarks/results/benchmark.{json,md,png}. Every comparison interleaves 
   beam-4 generation tokens/s.
 - Peak training memory (RSS of a fresh process), gradient checkpointing's saving per family, bf16 autocast
   and torch.compile per family.
+- Decoding paths (issue 15, `bench_decode.py`'s functions): batch-1 greedy decoding with transformers' default
+  path and with a static cache + compiled step for the three families, GPT-2 and Llama; batched throughput
+  (32 prompts x 128 tokens; default, static, static + compiled); beam-4 hf_llm vs BART with each one's best cache.
 """
 
 from __future__ import annotations
@@ -286,6 +289,21 @@ def run(quick: bool) -> dict:
             section["bf16_train_tokens_per_s"] = {name: round(tokens / s) for name, s in seconds.items()}
             print("bf16", section["bf16_train_tokens_per_s"])
 
+            # Issue 15's decoding paths: default vs static cache + compiled step (batch 1, both contexts), batched
+            # throughput, beam-4 against BART with each model's best cache (bench_decode.py measures them alone too).
+            import bench_decode
+
+            names = ["hf_llm transformer", "hf_llm rnn", "hf_llm cnn", "GPT-2", "Llama"]
+            builders = decoder_builders(shape)
+            section["decode_paths"] = bench_decode.greedy_paths(names, builders, 16 if quick else 64, 1 if quick else 3)
+            prompts, count = (8, 16) if quick else (32, 128)
+            section["batched_decode"] = {"prompts": prompts, "new_tokens": count, "tokens_per_s":
+                                         bench_decode.batched_throughput(names, builders, prompts, count,
+                                                                         1 if quick else 3, compiled=not quick)}
+            section["beam4_paths"] = bench_decode.beam_search(1 if quick else 3, 8 if quick else 32)
+            print("decoding paths", section["decode_paths"], "batched", section["batched_decode"], "beam-4",
+                  section["beam4_paths"])
+
             if not quick:
                 compiled = {}
                 for name in ("hf_llm transformer", "hf_llm rnn", "hf_llm cnn"):
@@ -347,6 +365,8 @@ def markdown(results: dict) -> str:
     lines.append(f"| bare nn.LSTM LM | {base['params']['bare nn.LSTM']:,} | {t['bare nn.LSTM']} | | | | | |")
     lines += ["", f"RNN LM / bare nn.LSTM training: {ratio(t['hf_llm rnn'], t['bare nn.LSTM'])} (goal >= 0.9x). "
               f"bf16 autocast vs fp32 training (hf_llm transformer): {base['bf16_train_tokens_per_s']}."]
+    if "decode_paths" in base:
+        lines += ["", decoding_paths_markdown(base)]
     if "torch_compile" in base:
         lines += ["", "| torch.compile (inductor) | compile s | eager tokens/s | compiled tokens/s |", "|---|---|---|---|"]
         for name, row in base["torch_compile"].items():
@@ -359,6 +379,34 @@ def markdown(results: dict) -> str:
                   f"| training tokens/s | {tl[ours]} | {tl[gpt2]} | {tl[llama]} |",
                   f"| MFU | {large['mfu'][ours]:.0%} | {large['mfu'][gpt2]:.0%} | {large['mfu'][llama]:.0%} |"]
     return "\n".join(lines) + "\n"
+
+
+def decoding_paths_markdown(base: dict) -> str:
+    """Issue 15's goals: our best greedy path (default or static+compiled) against GPT-2's default and its own
+    static+compiled path, the context 512 / 16 ratio, batched throughput against GPT-2, beam-4 against BART."""
+    paths = base["decode_paths"]
+    best = lambda name, context: max(paths[name][f"default {context}"], paths[name][f"static+compiled {context}"])
+    lines = ["| batch-1 greedy tokens/s (prefill excluded) | default 16 / 512 | static+compiled 16 / 512 | best vs GPT-2 "
+             "default (goal >= 1.3x) | best vs GPT-2 static+compiled (goal >= 1.0x) | best 512 / 16 |",
+             "|---|---|---|---|---|---|"]
+    for name, row in paths.items():
+        vs_default = " / ".join(ratio(best(name, c), paths["GPT-2"][f"default {c}"]) for c in (16, 512))
+        vs_compiled = " / ".join(ratio(best(name, c), paths["GPT-2"][f"static+compiled {c}"]) for c in (16, 512))
+        lines.append(f"| {name} | {row['default 16']} / {row['default 512']} | {row['static+compiled 16']} / "
+                     f"{row['static+compiled 512']} | {vs_default} | {vs_compiled} | {best(name, 512) / best(name, 16):.2f} |")
+    batched = base["batched_decode"]
+    rates = {k: v for k, v in batched["tokens_per_s"].items() if not k.startswith("compile")}
+    best_of = lambda name: max(v for k, v in rates.items() if k.startswith(name + " "))
+    lines += ["", f"Batched ({batched['prompts']} prompts x {batched['new_tokens']} tokens, tokens/s, prefill included): "
+              + ", ".join(f"{k} {v}" for k, v in rates.items()) + ". Best vs GPT-2's best: "
+              + ", ".join(f"{name} {ratio(best_of(name), best_of('GPT-2'))}"
+                          for name in ("hf_llm transformer", "hf_llm rnn", "hf_llm cnn")) + "."]
+    beam = base["beam4_paths"]["tokens_per_s"]
+    ours, bart = max(beam["hf_llm seq2seq default"], beam["hf_llm seq2seq static"]), max(beam["BART default"],
+                                                                                         beam["BART static"])
+    lines += ["", f"Beam-4 seq2seq, best cache of each: hf_llm {ours}, BART {bart} tokens/s: {ratio(ours, bart)} "
+              "(goal >= 1.2x)."]
+    return "\n".join(lines)
 
 
 def chart(results: dict, path: str) -> None:

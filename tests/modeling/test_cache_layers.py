@@ -1,0 +1,78 @@
+"""The source layer of an encoder-decoder cache (`HfLlmSourceLayer`): a beam reorder that moves rows only among equal
+rows copies nothing; every other reorder, repeat or selection gives what transformers' `DynamicLayer` gives."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import make_seq2seq, random_ids
+from transformers.cache_utils import DynamicLayer
+
+from hf_llm.modeling.cache_layers import HfLlmSourceLayer
+
+
+def filled(layer_class: type, keys: torch.Tensor, values: torch.Tensor):
+    layer = layer_class()
+    layer.update(keys.clone(), values.clone())
+    return layer
+
+
+def three_sources_two_beams() -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys/values `(6, 2, 5, 4)` of 3 sources, each repeated twice, as generate lays out beams."""
+    generator = torch.Generator().manual_seed(0)
+    keys = torch.randn(3, 2, 5, 4, generator=generator).repeat_interleave(2, dim=0)
+    values = torch.randn(3, 2, 5, 4, generator=generator).repeat_interleave(2, dim=0)
+    return keys, values
+
+
+def test_a_reorder_among_one_sources_beams_copies_nothing():
+    layer = filled(HfLlmSourceLayer, *three_sources_two_beams())
+    assert layer.row_labels.tolist() == [1, 1, 2, 2, 3, 3]
+    keys, values = layer.keys, layer.values
+    layer.reorder_cache(torch.tensor([1, 1, 2, 3, 5, 4]))  # beam search: every row from its own source's beams
+    assert layer.keys is keys and layer.values is values
+
+
+@pytest.mark.parametrize("order", [[2, 3, 0, 1, 4, 5], [0, 0, 0, 0, 0, 0], [5, 4, 3, 2, 1, 0]])
+def test_a_reorder_across_sources_equals_transformers_layer_and_the_labels_follow(order):
+    source, reference = filled(HfLlmSourceLayer, *three_sources_two_beams()), filled(DynamicLayer, *three_sources_two_beams())
+    for beam_idx in (torch.tensor(order), torch.tensor([1, 0, 3, 2, 5, 4]), torch.tensor([0, 2, 4, 1, 3, 5])):
+        source.reorder_cache(beam_idx)
+        reference.reorder_cache(beam_idx)
+        assert torch.equal(source.keys, reference.keys) and torch.equal(source.values, reference.values)
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_rows_that_differ_are_never_taken_for_equal(which):
+    keys, values = three_sources_two_beams()
+    (keys, values)[which][1, 0, 0, 0] += 1e-6  # beam 2 of source 1 differs from beam 1 in one key or value only
+    layer, reference = filled(HfLlmSourceLayer, keys, values), filled(DynamicLayer, keys, values)
+    assert layer.row_labels.tolist() == [1, 2, 3, 3, 4, 4]
+    beam_idx = torch.tensor([1, 0, 2, 3, 4, 5])
+    layer.reorder_cache(beam_idx)
+    reference.reorder_cache(beam_idx)
+    assert torch.equal(layer.keys, reference.keys) and torch.equal(layer.values, reference.values)
+
+
+def test_repeat_and_select_keep_the_labels_in_step():
+    layer, reference = filled(HfLlmSourceLayer, *three_sources_two_beams()), filled(DynamicLayer, *three_sources_two_beams())
+    for target in (layer, reference):
+        target.batch_repeat_interleave(2)
+        target.batch_select_indices(torch.tensor([0, 3, 4, 11]))
+        target.reorder_cache(torch.tensor([1, 0, 3, 2]))  # rows 0, 3 are source 1's; 4, 11 sources 2 and 3
+    assert layer.row_labels.tolist() == [1, 1, 3, 2]
+    assert torch.equal(layer.keys, reference.keys) and torch.equal(layer.values, reference.values)
+
+
+@pytest.mark.parametrize("case", ["transformer-transformer", "rnn-rnn[lstm,luong_general,bi,feed]", "cnn-cnn"])
+def test_beam_search_keeps_its_source_layers_unreordered(case):
+    """In generate's beam search every decoder family's source layers keep one label per source, so no reorder
+    copies them; the rows of one source's beams stay equal."""
+    model = make_seq2seq(case)
+    out = model.generate(random_ids(3, 6, seed=5), num_beams=4, max_new_tokens=5, min_new_tokens=5, do_sample=False,
+                         eos_token_id=None, return_dict_in_generate=True)
+    layers = out.past_key_values.cross_attention_cache.layers
+    assert layers and all(type(layer) is HfLlmSourceLayer for layer in layers)
+    for layer in layers:
+        assert layer.row_labels.tolist() == [1] * 4 + [2] * 4 + [3] * 4
+        assert torch.equal(layer.keys, layer.keys[::4].repeat_interleave(4, dim=0))
