@@ -3,6 +3,7 @@
     python benchmarks/bench_decode.py                 # base shape (vocab 8192, hidden 256, 4 layers)
     python benchmarks/bench_decode.py --quick         # fewer tokens, one repeat
     python benchmarks/bench_decode.py --models "hf_llm rnn,GPT-2"
+    python benchmarks/bench_decode.py --bf16          # also a bf16-weights static+compiled path
     python benchmarks/bench_decode.py --batched       # 32 prompts x 128 new tokens: default, static, static+compiled
     python benchmarks/bench_decode.py --beam          # beam-4 seq2seq, hf_llm vs BART, default vs static cache
 
@@ -15,7 +16,9 @@ batch 1 from contexts of 16 and 512 tokens two ways:
   as transformers' tests do; `fullgraph=True` for hf_llm, whose step has no graph break; transformers' default
   `fullgraph=False` for GPT-2 / Llama).
 
-tokens/s = N / (time for 1 + N tokens - time for 1 token). The static path uses one copy of the model per context,
+With `--bf16`, a third path: `bf16 static+compiled`, the static+compiled path with bfloat16 weights.
+
+tokens/s = N / (time for 1 + N tokens - time for 1 token). The static paths use one copy of the model per context,
 so that each static cache is sized to its context (transformers keeps the largest `max_cache_len` a model has seen,
 to avoid recompiling: one instance serving both contexts attends over 512 + N slots at context 16 too; the files
 before 2026-12-02 were measured that way); each copy compiles its step in a warm-up call, not timed (the first
@@ -112,24 +115,29 @@ def beam_search(repeats: int, new_tokens: int) -> dict:
     return {"tokens_per_s": {key: round(4 * new_tokens / seconds, 1) for key, seconds in times.items()}}
 
 
-def greedy_paths(names: list[str], builders: dict, new_tokens: int, repeats: int) -> dict:
-    """Batch-1 greedy decoding tokens/s of each model, `default` and `static+compiled`, at both contexts (see the
-    module docstring), with the compile's seconds and whether both paths gave the same tokens."""
+def greedy_paths(names: list[str], builders: dict, new_tokens: int, repeats: int, bf16: bool = False) -> dict:
+    """Batch-1 greedy decoding tokens/s of each model at both contexts, `default` and `static+compiled` (and with
+    `bf16`, `bf16 static+compiled`: the same with bfloat16 weights, fewer bytes per token), with the first compile's
+    seconds and whether the fp32 paths gave the same tokens (the bf16 tokens may differ at near ties)."""
+    paths = ["static+compiled", "default"] + (["bf16 static+compiled"] if bf16 else [])
     table = {}
     for name in names:
         torch.manual_seed(0)
         model = builders[name]().eval()
         candidates, checks = {}, {}
         compile_seconds = None
-        # One instance per context for the static path (same weights): each has a static cache sized to its own
-        # context, as a fresh model serving one prompt length would (transformers keeps the largest cache a model
-        # has seen, so one instance serving both would attend over 512 + slots at context 16 too).
-        instances = {context: copy.deepcopy(model) for context in CONTEXTS}
-        for static in (True, False):  # static first: its warm-up calls compile (timed once)
+        for path in paths:
             for context in sorted(CONTEXTS, reverse=True):
-                key = f"{'static+compiled' if static else 'default'} {context}"
-                one, many, run = decode_fns(instances[context] if static else model, name, context, new_tokens, static)
-                if static:  # compiles this instance's step
+                key = f"{path} {context}"
+                # The static paths use one copy of the model per context (same weights), so that each static cache
+                # is sized to its own context, as a fresh model serving one prompt length would (transformers
+                # keeps the largest cache a model has seen: one instance serving both contexts would attend over
+                # 512 + N slots at context 16 too).
+                instance = model if path == "default" else copy.deepcopy(model)
+                if path.startswith("bf16"):
+                    instance = instance.to(torch.bfloat16)
+                one, many, run = decode_fns(instance, name, context, new_tokens, static=path != "default")
+                if path != "default":  # the warm-up call compiles this instance's step
                     start = time.perf_counter()
                     run(3)
                     compile_seconds = compile_seconds or time.perf_counter() - start
@@ -139,12 +147,12 @@ def greedy_paths(names: list[str], builders: dict, new_tokens: int, repeats: int
         entry = {"compile_seconds": round(compile_seconds, 1)}
         for key in checks:
             entry[key] = round(new_tokens / max(times[f"{key} many"] - times[f"{key} one"], 1e-9), 1)
-        for context in CONTEXTS:  # greedy tokens of both paths (equal unless near ties)
+        for context in CONTEXTS:  # greedy tokens of the fp32 paths (equal unless near ties)
             entry[f"same tokens {context}"] = bool(torch.equal(checks[f"default {context}"],
                                                                 checks[f"static+compiled {context}"]))
         table[name] = entry
         print(name, entry, flush=True)
-        del model
+        del model, candidates
         torch.compiler.reset()
     return table
 
@@ -156,6 +164,7 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(RESULTS, "decode.json"))
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a shared 2-core machine two threads spin against the load)")
+    parser.add_argument("--bf16", action="store_true", help="also a static+compiled path with bfloat16 weights")
     parser.add_argument("--beam", action="store_true", help="only beam-4 seq2seq generation, hf_llm vs BART")
     parser.add_argument("--batched", action="store_true", help="only the batched throughput (32 prompts x 128 tokens)")
     args = parser.parse_args()
@@ -178,7 +187,7 @@ def main() -> None:
         print(results["batched"], flush=True)
         dump(args.out.replace("decode.json", "decode_batched.json"), results)
         return
-    results["models"] = greedy_paths(args.models.split(","), builders, new_tokens, repeats)
+    results["models"] = greedy_paths(args.models.split(","), builders, new_tokens, repeats, bf16=args.bf16)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     dump(args.out, results)
 
