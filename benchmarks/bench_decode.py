@@ -92,6 +92,8 @@ def batched_throughput(names: list[str], builders: dict, prompts: int, new_token
             compile_seconds[name] = round(time.perf_counter() - start, 1)
             candidates[f"{name} static+compiled"] = run
     times = alternate(candidates, repeats=repeats)
+    candidates.clear()
+    torch.compiler.reset()  # drop the compiled steps (and the models they hold) before whatever runs next
     return {**{key: round(prompts * new_tokens / seconds, 1) for key, seconds in times.items()},
             "compile_seconds (first call)": compile_seconds}
 
@@ -117,15 +119,15 @@ def beam_search(repeats: int, new_tokens: int) -> dict:
 
 def greedy_paths(names: list[str], builders: dict, new_tokens: int, repeats: int, bf16: bool = False) -> dict:
     """Batch-1 greedy decoding tokens/s of each model at both contexts, `default` and `static+compiled` (and with
-    `bf16`, `bf16 static+compiled`: the same with bfloat16 weights, fewer bytes per token), with the first compile's
-    seconds and whether the fp32 paths gave the same tokens (the bf16 tokens may differ at near ties)."""
+    `bf16`, `bf16 static+compiled`: the same with bfloat16 weights, fewer bytes per token), with the
+    seconds of each static path's warm-up call (its compile) and whether the fp32 paths gave the same tokens (the bf16
+    tokens may differ at near ties)."""
     paths = ["static+compiled", "default"] + (["bf16 static+compiled"] if bf16 else [])
     table = {}
     for name in names:
         torch.manual_seed(0)
         model = builders[name]().eval()
-        candidates, checks = {}, {}
-        compile_seconds = None
+        candidates, checks, compile_seconds = {}, {}, {}
         for path in paths:
             for context in sorted(CONTEXTS, reverse=True):
                 key = f"{path} {context}"
@@ -140,11 +142,11 @@ def greedy_paths(names: list[str], builders: dict, new_tokens: int, repeats: int
                 if path != "default":  # the warm-up call compiles this instance's step
                     start = time.perf_counter()
                     run(3)
-                    compile_seconds = compile_seconds or time.perf_counter() - start
+                    compile_seconds[key] = round(time.perf_counter() - start, 1)
                 checks[key] = run(new_tokens + 1)
                 candidates[f"{key} one"], candidates[f"{key} many"] = one, many
         times = alternate(candidates, repeats=repeats)
-        entry = {"compile_seconds": round(compile_seconds, 1)}
+        entry = {"compile_seconds": compile_seconds}
         for key in checks:
             entry[key] = round(new_tokens / max(times[f"{key} many"] - times[f"{key} one"], 1e-9), 1)
         for context in CONTEXTS:  # greedy tokens of the fp32 paths (equal unless near ties)
@@ -152,7 +154,7 @@ def greedy_paths(names: list[str], builders: dict, new_tokens: int, repeats: int
                                                                 checks[f"static+compiled {context}"]))
         table[name] = entry
         print(name, entry, flush=True)
-        del model, candidates
+        del model, instance, one, many, run, candidates
         torch.compiler.reset()
     return table
 

@@ -387,15 +387,17 @@ def decoding_paths_markdown(base: dict) -> str:
     static+compiled path, the context 512 / 16 ratio, batched throughput against GPT-2, beam-4 against BART."""
     paths = base["decode_paths"]
     kinds = [k for k in ("default", "static+compiled", "bf16 static+compiled") if f"{k} 16" in paths["GPT-2"]]
-    best = lambda name, context: max(paths[name][f"{k} {context}"] for k in kinds)
-    lines = ["| batch-1 greedy tokens/s (prefill excluded), context 16 / 512 | " + " | ".join(kinds) + " | best vs "
-             "GPT-2 default (goal >= 1.3x) | best vs GPT-2 static+compiled (goal >= 1.0x) | best vs GPT-2's best | "
+    # The goals compare fp32 with fp32; bf16 weights enter only "vs GPT-2's best" (GPT-2 in bf16 too).
+    best = lambda name, context: max(paths[name][f"{k} {context}"] for k in kinds[:2])
+    best_any = lambda name, context: max(paths[name][f"{k} {context}"] for k in kinds)
+    lines = ["| batch-1 greedy tokens/s (prefill excluded), context 16 / 512 | " + " | ".join(kinds) + " | best fp32 vs "
+             "GPT-2 default (goal >= 1.3x) | best fp32 vs GPT-2 static+compiled (goal >= 1.0x) | best of all vs GPT-2's | "
              "best 512 / 16 |",
              "|---|" + "---|" * (len(kinds) + 4)]
     for name, row in paths.items():
         vs_default = " / ".join(ratio(best(name, c), paths["GPT-2"][f"default {c}"]) for c in (16, 512))
         vs_compiled = " / ".join(ratio(best(name, c), paths["GPT-2"][f"static+compiled {c}"]) for c in (16, 512))
-        vs_best = " / ".join(ratio(best(name, c), best("GPT-2", c)) for c in (16, 512))
+        vs_best = " / ".join(ratio(best_any(name, c), best_any("GPT-2", c)) for c in (16, 512))
         cells = " | ".join(f"{row[f'{k} 16']} / {row[f'{k} 512']}" for k in kinds)
         lines.append(f"| {name} | {cells} | {vs_default} | {vs_compiled} | {vs_best} | "
                      f"{best(name, 512) / best(name, 16):.2f} |")

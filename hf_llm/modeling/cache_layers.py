@@ -174,11 +174,11 @@ class HfLlmRecurrentCacheLayer(CoverageHistory, DynamicLayer):
 
 
 def equal_row_labels(keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """`(N,)` labels of a layer's batch rows: rows with the same label hold equal keys and values (bitwise). Each run
-    of consecutive equal rows gets one label, as `generate` lays out the `num_beams` (or `num_return_sequences`)
-    copies of one source."""
+    """`(N,)` labels of a layer's batch rows: rows with the same label hold equal keys and values (`==` on every
+    element). Each run of consecutive equal rows gets one label, as `generate` lays out the `num_beams` (or
+    `num_return_sequences`) copies of one source."""
     same = torch.ones(keys.shape[0], dtype=torch.bool, device=keys.device)
-    same[0] = False
+    same[:1] = False
     same[1:] = (keys[1:] == keys[:-1]).flatten(1).all(1) & (values[1:] == values[:-1]).flatten(1).all(1)
     return torch.cumsum(~same, 0)
 
@@ -208,6 +208,8 @@ class HfLlmSourceLayer(DynamicLayer):
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         if self.get_seq_length() == 0:
             return
+        if self.row_labels is None:  # keys set by hand: no labels, copy as DynamicLayer does
+            return super().reorder_cache(beam_idx)
         beam_idx = beam_idx.to(self.keys.device)
         labels = self.row_labels.to(self.keys.device)[beam_idx]
         if torch.equal(labels, self.row_labels.to(labels.device)):
@@ -223,7 +225,7 @@ class HfLlmSourceLayer(DynamicLayer):
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         super().batch_select_indices(indices)
         if self.row_labels is not None and self.get_seq_length() > 0:
-            self.row_labels = self.row_labels[indices.to(self.row_labels.device)]
+            self.row_labels = self.row_labels[torch.as_tensor(indices, device=self.row_labels.device)]
 
     def reset(self) -> None:
         self.row_labels = None

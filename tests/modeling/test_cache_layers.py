@@ -11,7 +11,7 @@ from transformers.cache_utils import DynamicLayer
 from hf_llm.modeling.cache_layers import HfLlmSourceLayer
 
 
-def filled(layer_class: type, keys: torch.Tensor, values: torch.Tensor):
+def filled(layer_class: type, keys: torch.Tensor, values: torch.Tensor) -> DynamicLayer:
     layer = layer_class()
     layer.update(keys.clone(), values.clone())
     return layer
@@ -33,13 +33,18 @@ def test_a_reorder_among_one_sources_beams_copies_nothing():
     assert layer.keys is keys and layer.values is values
 
 
-@pytest.mark.parametrize("order", [[2, 3, 0, 1, 4, 5], [0, 0, 0, 0, 0, 0], [5, 4, 3, 2, 1, 0]])
+@pytest.mark.parametrize("order", [[2, 3, 0, 1, 4, 5], [0, 0, 0, 0, 0, 0], [5, 4, 3, 2, 1, 0], [0, 2, 1, 3, 4, 5]])
 def test_a_reorder_across_sources_equals_transformers_layer_and_the_labels_follow(order):
     source, reference = filled(HfLlmSourceLayer, *three_sources_two_beams()), filled(DynamicLayer, *three_sources_two_beams())
-    for beam_idx in (torch.tensor(order), torch.tensor([1, 0, 3, 2, 5, 4]), torch.tensor([0, 2, 4, 1, 3, 5])):
+    labels = source.row_labels
+    # after `order`, reorders that would change nothing under the old labels but do under the new ones
+    for beam_idx in (torch.tensor(order), torch.tensor([1, 0, 2, 3, 4, 5]), torch.tensor([1, 0, 3, 2, 5, 4]),
+                     torch.tensor([0, 2, 4, 1, 3, 5])):
         source.reorder_cache(beam_idx)
         reference.reorder_cache(beam_idx)
+        labels = labels[beam_idx]
         assert torch.equal(source.keys, reference.keys) and torch.equal(source.values, reference.values)
+        assert torch.equal(source.row_labels, labels)
 
 
 @pytest.mark.parametrize("which", [0, 1])
@@ -65,12 +70,26 @@ def test_repeat_and_select_keep_the_labels_in_step():
 
 
 @pytest.mark.parametrize("case", ["transformer-transformer", "rnn-rnn[lstm,luong_general,bi,feed]", "cnn-cnn"])
-def test_beam_search_keeps_its_source_layers_unreordered(case):
+def test_beam_search_keeps_its_source_layers_unreordered(case, monkeypatch):
     """In generate's beam search every decoder family's source layers keep one label per source, so no reorder
     copies them; the rows of one source's beams stay equal."""
     model = make_seq2seq(case)
+    calls = {"source": 0, "copies": 0}
+    reorder, copy = HfLlmSourceLayer.reorder_cache, DynamicLayer.reorder_cache
+
+    def counted_reorder(self, beam_idx):
+        calls["source"] += 1
+        return reorder(self, beam_idx)
+
+    def counted_copy(self, beam_idx):
+        calls["copies"] += type(self) is HfLlmSourceLayer
+        return copy(self, beam_idx)
+
+    monkeypatch.setattr(HfLlmSourceLayer, "reorder_cache", counted_reorder)
+    monkeypatch.setattr(DynamicLayer, "reorder_cache", counted_copy)
     out = model.generate(random_ids(3, 6, seed=5), num_beams=4, max_new_tokens=5, min_new_tokens=5, do_sample=False,
                          eos_token_id=None, return_dict_in_generate=True)
+    assert calls["source"] > 0 and calls["copies"] == 0  # reordered every step, never copied
     layers = out.past_key_values.cross_attention_cache.layers
     assert layers and all(type(layer) is HfLlmSourceLayer for layer in layers)
     for layer in layers:
