@@ -6,6 +6,7 @@
     python benchmarks/bench_decode.py --bf16          # also a bf16-weights static+compiled path
     python benchmarks/bench_decode.py --batched       # 32 prompts x 128 new tokens: default, static, static+compiled
     python benchmarks/bench_decode.py --beam          # beam-4 seq2seq, hf_llm vs BART, default vs static cache
+                                                      # (and hf_llm with its source layers copied every step)
 
 Each decoder-only LM of the base shape (hf_llm's three families, GPT-2, Llama; `run.decoder_builders`) decodes at
 batch 1 from contexts of 16 and 512 tokens two ways:
@@ -42,6 +43,11 @@ from common import alternate, dump  # noqa: E402
 from run import RESULTS, SHAPES, decoder_builders, seq2seq_models  # noqa: E402
 
 from transformers import CompileConfig  # noqa: E402
+from transformers.cache_utils import DynamicLayer  # noqa: E402
+
+from hf_llm.modeling import cache_layers  # noqa: E402
+
+SOURCE_LAYER = cache_layers.HfLlmSourceLayer
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 MODELS = ["hf_llm transformer", "hf_llm rnn", "hf_llm cnn", "GPT-2", "Llama"]
@@ -113,6 +119,18 @@ def beam_search(repeats: int, new_tokens: int) -> dict:
         model.eval()
         candidates[f"{name} default"] = lambda model=model: model.generate(source, **beam)
         candidates[f"{name} static"] = lambda model=model: model.generate(source, cache_implementation="static", **beam)
+
+    def copying_every_step():
+        """hf_llm before the source layers skipped needless reorders: transformers' DynamicLayer as the cross part
+        (the module's name swapped for this call only; the same generation, asserted below)."""
+        cache_layers.HfLlmSourceLayer = DynamicLayer
+        try:
+            return models["hf_llm seq2seq"].generate(source, **beam)
+        finally:
+            cache_layers.HfLlmSourceLayer = SOURCE_LAYER
+
+    assert torch.equal(copying_every_step(), candidates["hf_llm seq2seq default"]())
+    candidates["hf_llm seq2seq default, source layers copied every step"] = copying_every_step
     times = alternate(candidates, repeats=repeats)
     return {"tokens_per_s": {key: round(4 * new_tokens / seconds, 1) for key, seconds in times.items()}}
 
@@ -163,7 +181,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--out", default=os.path.join(RESULTS, "decode.json"))
+    parser.add_argument("--out", default=None, help="the JSON to write (default: benchmarks/results/decode.json, "
+                                                     "decode_batched.json with --batched, decode_beam4.json with --beam)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a shared 2-core machine two threads spin against the load)")
     parser.add_argument("--bf16", action="store_true", help="also a static+compiled path with bfloat16 weights")
@@ -178,20 +197,19 @@ def main() -> None:
     results = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                "torch": torch.__version__, "shape": shape, "new_tokens": new_tokens, "repeats": repeats}
     if args.beam:
-        results["beam4"] = beam_search(1 if args.quick else 3, 8 if args.quick else 32)
+        results["beam4"] = beam_search(1 if args.quick else 7, 8 if args.quick else 32)
         print(results["beam4"], flush=True)
-        dump(args.out.replace("decode.json", "decode_beam4.json"), results)
+        dump(args.out or os.path.join(RESULTS, "decode_beam4.json"), results)
         return
     if args.batched:
         prompts, count = (8, 16) if args.quick else (32, 128)
         results.update(prompts=prompts, new_tokens=count,
                        batched=batched_throughput(args.models.split(","), builders, prompts, count, 1 if args.quick else 3))
         print(results["batched"], flush=True)
-        dump(args.out.replace("decode.json", "decode_batched.json"), results)
+        dump(args.out or os.path.join(RESULTS, "decode_batched.json"), results)
         return
     results["models"] = greedy_paths(args.models.split(","), builders, new_tokens, repeats, bf16=args.bf16)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    dump(args.out, results)
+    dump(args.out or os.path.join(RESULTS, "decode.json"), results)
 
 
 if __name__ == "__main__":
