@@ -189,8 +189,8 @@ class HfLlmSourceLayer(DynamicLayer):
 
     Beam search reorders every cache layer after every token. The rows of one source's beams hold the same keys and
     values (generate repeats each source `num_beams` times), and beam search only moves rows among one source's
-    beams, so for these layers the reorder is a copy of equal rows: on the base encoder-decoder (4 sources of 64
-    tokens, 4 beams) it was 45% of beam search's time. The layer labels its equal rows when it is filled
+    beams, so for these layers the reorder is a copy of equal rows: skipping it makes beam-4 on the base
+    encoder-decoder (4 sources of 64 tokens) 7-8% faster (benchmarks/bench_decode.py --beam). The layer labels its equal rows when it is filled
     (`row_labels`, `equal_row_labels`) and skips a reorder that sends every row onto one with its label: an exact
     test on a vector of `B` labels, so any other reorder (rows of other sources, a user's own call) still copies,
     and the labels follow the copy.
