@@ -6,7 +6,7 @@
     python benchmarks/bench_decode.py --bf16          # also a bf16-weights static+compiled path
     python benchmarks/bench_decode.py --batched       # 32 prompts x 128 new tokens: default, static, static+compiled
     python benchmarks/bench_decode.py --beam          # beam-4 seq2seq, hf_llm vs BART, default vs static cache
-                                                      # (and hf_llm with its source layers copied every step)
+                                                      # (and hf_llm reading the source per beam, and copying it)
 
 Each decoder-only LM of the base shape (hf_llm's three families, GPT-2, Llama; `run.decoder_builders`) decodes at
 batch 1 from contexts of 16 and 512 tokens two ways:
@@ -45,7 +45,7 @@ from run import RESULTS, SHAPES, decoder_builders, seq2seq_models  # noqa: E402
 from transformers import CompileConfig  # noqa: E402
 from transformers.cache_utils import DynamicLayer  # noqa: E402
 
-from hf_llm.modeling import cache_layers  # noqa: E402
+from hf_llm.modeling import cache_layers, transformer_backbone  # noqa: E402
 
 SOURCE_LAYER = cache_layers.HfLlmSourceLayer
 from transformers.utils import logging as hf_logging  # noqa: E402
@@ -120,17 +120,26 @@ def beam_search(repeats: int, new_tokens: int) -> dict:
         candidates[f"{name} default"] = lambda model=model: model.generate(source, **beam)
         candidates[f"{name} static"] = lambda model=model: model.generate(source, cache_implementation="static", **beam)
 
-    def copying_every_step():
-        """hf_llm before the source layers skipped needless reorders: transformers' DynamicLayer as the cross part
-        (the module's name swapped for this call only; the same generation, asserted below)."""
-        cache_layers.HfLlmSourceLayer = DynamicLayer
+    def read_per_beam(copy_source_layers: bool = False):
+        """hf_llm before its cross-attention read each source once for all its beams (`source_group` 1: keys/values
+        projected and attended per beam row), and with `copy_source_layers` also before the source layers skipped
+        needless reorders (transformers' DynamicLayer as the cross part). The module's names are swapped for this
+        call only; the same generation is asserted below."""
+        group = transformer_backbone.HfLlmTransformerDecoder.source_group
+        transformer_backbone.HfLlmTransformerDecoder.source_group = lambda self, *args: 1
+        if copy_source_layers:
+            cache_layers.HfLlmSourceLayer = DynamicLayer
         try:
             return models["hf_llm seq2seq"].generate(source, **beam)
         finally:
+            transformer_backbone.HfLlmTransformerDecoder.source_group = group
             cache_layers.HfLlmSourceLayer = SOURCE_LAYER
 
-    assert torch.equal(copying_every_step(), candidates["hf_llm seq2seq default"]())
-    candidates["hf_llm seq2seq default, source layers copied every step"] = copying_every_step
+    before = {"hf_llm seq2seq default, cross-attention read per beam": read_per_beam,
+              "hf_llm seq2seq default, read per beam, source layers copied every step": lambda: read_per_beam(True)}
+    for name, run in before.items():
+        assert torch.equal(run(), candidates["hf_llm seq2seq default"]()), name
+        candidates[name] = run
     times = alternate(candidates, repeats=repeats)
     return {"tokens_per_s": {key: round(4 * new_tokens / seconds, 1) for key, seconds in times.items()}}
 

@@ -27,6 +27,7 @@ Part of the exported folder: imports only the standard library, torch, transform
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -173,36 +174,53 @@ class HfLlmRecurrentCacheLayer(CoverageHistory, DynamicLayer):
         super().reset()
 
 
-def equal_row_labels(keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """`(N,)` labels of a layer's batch rows: rows with the same label hold equal keys and values (`==` on every
-    element). Each run of consecutive equal rows gets one label, as `generate` lays out the `num_beams` (or
-    `num_return_sequences`) copies of one source."""
-    same = torch.ones(keys.shape[0], dtype=torch.bool, device=keys.device)
+def equal_row_labels(*tensors: torch.Tensor) -> torch.Tensor:
+    """`(N,)` labels of the batch rows of `tensors` (a layer's keys and values, or a decoder's encoder states and
+    source mask): rows with the same label are equal (`==` on every element) in every tensor. Each run of consecutive
+    equal rows gets one label, as `generate` lays out the `num_beams` (or `num_return_sequences`) copies of one
+    source."""
+    same = torch.ones(tensors[0].shape[0], dtype=torch.bool, device=tensors[0].device)
     same[:1] = False
-    same[1:] = (keys[1:] == keys[:-1]).flatten(1).all(1) & (values[1:] == values[:-1]).flatten(1).all(1)
+    for tensor in tensors:
+        same[1:] &= (tensor[1:] == tensor[:-1]).flatten(1).all(1)
     return torch.cumsum(~same, 0)
+
+
+def row_group(labels: torch.Tensor) -> int:
+    """The largest `g` such that every block of `g` consecutive rows shares one label: the greatest common divisor of
+    the lengths of the runs of equal labels (`num_beams` for the rows `generate` lays out for beam search; 1 when no
+    two neighbouring rows are equal). One host sync: called when labels change, not per decoding step."""
+    return math.gcd(*torch.unique_consecutive(labels, return_counts=True)[1].tolist()) if labels.numel() else 1
 
 
 class HfLlmSourceLayer(DynamicLayer):
     """transformers' `DynamicLayer` for what a decoder attends to over the source (cross-attention keys/values,
-    computed once per source), whose beam reorder copies nothing when it changes nothing.
+    computed once per source), which knows which of its rows are equal.
 
-    Beam search reorders every cache layer after every token. The rows of one source's beams hold the same keys and
-    values (generate repeats each source `num_beams` times), and beam search only moves rows among one source's
-    beams, so for these layers the reorder is a copy of equal rows: skipping it makes beam-4 on the base
-    encoder-decoder (4 sources of 64 tokens) 7-8% faster (benchmarks/bench_decode.py --beam). The layer labels its equal rows when it is filled
-    (`row_labels`, `equal_row_labels`) and skips a reorder that sends every row onto one with its label: an exact
-    test on a vector of `B` labels, so any other reorder (rows of other sources, a user's own call) still copies,
-    and the labels follow the copy.
+    `generate` repeats each source `num_beams` times, so the rows of one source's beams hold the same keys and values,
+    and beam search only moves rows among one source's beams. The layer labels its equal rows when it is filled
+    (`row_labels`, `equal_row_labels`) and uses that twice:
+
+    - A beam reorder that sends every row onto one with its label copies nothing (it would copy equal rows): an exact
+      test on a vector of `B` labels, so any other reorder (rows of other sources, a user's own call) still copies,
+      and the labels follow the copy. Beam-4 on the base encoder-decoder (4 sources of 64 tokens): 7-8% faster.
+    - `group`: every block of `group` consecutive rows is one source's (`row_group`), so a Transformer decoder's
+      cross-attention reads each source's keys and values once, with the queries of all its beams as one block
+      (`HfLlmTransformerAttention`), instead of once per beam.
     """
 
     row_labels: torch.Tensor | None = None
+    group: int = 1
+
+    def _set_labels(self, labels: torch.Tensor | None) -> None:
+        self.row_labels = labels
+        self.group = row_group(labels) if labels is not None else 1
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
     ) -> tuple[torch.Tensor, torch.Tensor]:
         keys, values = super().update(key_states, value_states, *args, **kwargs)
-        self.row_labels = equal_row_labels(keys, values)
+        self._set_labels(equal_row_labels(keys, values))
         return keys, values
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
@@ -215,20 +233,20 @@ class HfLlmSourceLayer(DynamicLayer):
         if torch.equal(labels, self.row_labels.to(labels.device)):
             return  # every row receives a row equal to it
         super().reorder_cache(beam_idx)
-        self.row_labels = labels
+        self._set_labels(labels)
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         super().batch_repeat_interleave(repeats)
         if self.row_labels is not None and self.get_seq_length() > 0:
-            self.row_labels = self.row_labels.repeat_interleave(repeats, dim=0)
+            self._set_labels(self.row_labels.repeat_interleave(repeats, dim=0))
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         super().batch_select_indices(indices)
         if self.row_labels is not None and self.get_seq_length() > 0:
-            self.row_labels = self.row_labels[torch.as_tensor(indices, device=self.row_labels.device)]
+            self._set_labels(self.row_labels[torch.as_tensor(indices, device=self.row_labels.device)])
 
     def reset(self) -> None:
-        self.row_labels = None
+        self._set_labels(None)
         super().reset()
 
 

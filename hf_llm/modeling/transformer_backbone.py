@@ -32,7 +32,7 @@ from transformers.masking_utils import create_bidirectional_mask, create_causal_
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from .cache_layers import decoder_cache
+from .cache_layers import decoder_cache, equal_row_labels, row_group
 from .shared_layers import HfLlmDecoderOutput, HfLlmEncoderOutput, document_starts, embed, masked_softmax, positions_from_mask
 
 
@@ -74,6 +74,22 @@ def rotate(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
         return torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1).flatten(-2).type_as(x)
     pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, nh, T, hd/2)
     return torch.view_as_real(pairs * rotation.unsqueeze(1)).flatten(-2).type_as(x)
+
+
+# Attention implementations that take any number of queries per row and a (B, 1, T, S) mask: cross-attention reads
+# each source once for all its beams with these (flash attention's padded-sequence path is left as it is).
+GROUPED_ATTENTION = ("sdpa", "eager")
+
+
+def source_rows_group(encoder_hidden_states: torch.Tensor, encoder_attention_mask: torch.Tensor | None) -> int:
+    """How many consecutive rows of the encoder states `(B, S, H)` (and of the source mask `(B, S)`) are equal, block
+    by block: `num_beams` for what `generate` hands the decoder in beam search, 1 for a batch of different sources.
+    Compares every element (one pass over the states) and syncs once; the decoder calls it once per source."""
+    if encoder_hidden_states.shape[0] < 2:
+        return 1
+    tensors = (encoder_hidden_states,) if encoder_attention_mask is None else \
+        (encoder_hidden_states, encoder_attention_mask)
+    return row_group(equal_row_labels(*tensors))
 
 
 def eager_attention_forward(
@@ -141,13 +157,18 @@ class HfLlmTransformerAttention(nn.Module):
         key_position_embeddings: torch.Tensor | None = None,
         cache: Cache | None = None,
         source_mask: torch.Tensor | None = None,
+        source_group: int = 1,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`source_mask (B, S)` is the source padding mask, read only by an explicit cross-attention."""
+        """`source_mask (B, S)` is the source padding mask, read only by an explicit cross-attention. `source_group`
+        (cross-attention): every block of `source_group` consecutive rows holds one source and its mask (the beams
+        `generate` lays out, found by `source_rows_group`); their keys/values are projected and read once."""
         batch, length, _ = hidden_states.shape
         if not self.is_cross_attention:
-            query, key, value = self._heads(self.qkv_proj(hidden_states), 3)  # (B, nh, T, hd) each
-            query, key = rotate(query, position_embeddings), rotate(key, position_embeddings)
+            qkv = self.qkv_proj(hidden_states).view(batch, length, 3, self.num_heads, self.head_dim)
+            qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hd)
+            query, key = rotate(qkv[:2], position_embeddings).unbind(0)  # queries and keys in one rotation
+            value = qkv[2]
             if cache is not None:
                 key, value = cache.update(key, value, self.layer_idx)  # (B, nh, past + T, hd)
         else:
@@ -158,8 +179,13 @@ class HfLlmTransformerAttention(nn.Module):
                 layer = cache.cross_attention_cache.layers[self.layer_idx]
                 key, value = layer.keys, layer.values
             else:
-                key, value = self._heads(self.kv_proj(key_value_states), 2)  # (B, nh, S, hd)
-                key = rotate(key, key_position_embeddings)
+                states, positions = key_value_states, key_position_embeddings
+                if source_group > 1:  # one projection per source, not per beam: its beams' rows are equal
+                    states, positions = states[::source_group], positions[::source_group]
+                key, value = self._heads(self.kv_proj(states), 2)  # (B / group, nh, S, hd)
+                key = rotate(key, positions)
+                if source_group > 1:
+                    key, value = key.repeat_interleave(source_group, 0), value.repeat_interleave(source_group, 0)
                 if cache is not None:
                     key, value = cache.cross_attention_cache.update(key, value, self.layer_idx)
                     cache.is_updated[self.layer_idx] = True
@@ -170,6 +196,17 @@ class HfLlmTransformerAttention(nn.Module):
             dropped = nn.functional.dropout(attn_weights, p=self.config.attention_dropout, training=self.training)
             attn_output = torch.matmul(dropped, value).transpose(1, 2).reshape(batch, length, -1)  # (B, T, H)
             return self.o_proj(attn_output), attn_weights  # weights (B, nh, T, S)
+        group = source_group if self.is_cross_attention and self.config._attn_implementation in GROUPED_ATTENTION \
+            and (attention_mask is None or attention_mask.dim() == 4) else 1
+        if group > 1:
+            # Each source's keys/values once, the queries of its `group` beams as one block of group x T queries:
+            # (B, nh, T, hd) -> (B / group, nh, group * T, hd), the mask (B, 1, T, S) -> (B / group, 1, group * T, S).
+            query = query.view(-1, group, self.num_heads, length, self.head_dim).transpose(1, 2)
+            query = query.reshape(-1, self.num_heads, group * length, self.head_dim)
+            key, value = key[::group], value[::group]
+            if attention_mask is not None:
+                mask = attention_mask[::group].unsqueeze(2)  # (B / group, 1, 1, T or 1, S)
+                attention_mask = mask.expand(-1, -1, group, length, -1).flatten(2, 3)
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
@@ -184,7 +221,9 @@ class HfLlmTransformerAttention(nn.Module):
             is_causal=self.is_causal,
             **kwargs,
         )
-        attn_output = attn_output.reshape(batch, length, -1)  # (B, T, H)
+        attn_output = attn_output.reshape(batch, length, -1)  # (B / group, group * T, nh, hd) -> (B, T, H)
+        if group > 1 and attn_weights is not None:  # (B / group, nh, group * T, S) -> (B, nh, T, S)
+            attn_weights = attn_weights.unflatten(2, (group, length)).transpose(1, 2).flatten(0, 1)
         return self.o_proj(attn_output), attn_weights
 
 
@@ -245,6 +284,7 @@ class HfLlmTransformerDecoderLayer(GradientCheckpointingLayer):
         encoder_position_embeddings: torch.Tensor | None = None,
         cache: Cache | None = None,
         source_mask: torch.Tensor | None = None,
+        source_group: int = 1,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """`(B, T, H)` -> `(B, T, H)`, self-attention weights `(B, nh, T, past + T)` and cross-attention weights
@@ -265,6 +305,7 @@ class HfLlmTransformerDecoderLayer(GradientCheckpointingLayer):
                 key_position_embeddings=encoder_position_embeddings,
                 cache=cache,
                 source_mask=source_mask,
+                source_group=source_group,
                 **kwargs,
             )
             hidden_states = hidden_states + self.dropout(attn)
@@ -342,6 +383,18 @@ class HfLlmTransformerDecoder(nn.Module):
         )
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=False)
 
+    def source_group(
+        self, encoder_hidden_states: torch.Tensor, encoder_attention_mask: torch.Tensor | None, cache: Cache | None
+    ) -> int:
+        """How many consecutive rows hold one source (`source_rows_group`): read from the cache's source layers once
+        they are filled, else found in the encoder states. Only when decoding without gradients (`generate`) and not
+        compiling (a data-dependent count would break the graph): 1 otherwise, every row on its own."""
+        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return 1
+        if cache is not None and cache.is_updated.get(0):
+            return getattr(cache.cross_attention_cache.layers[0], "group", 1)
+        return source_rows_group(encoder_hidden_states, encoder_attention_mask)
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -379,6 +432,7 @@ class HfLlmTransformerDecoder(nn.Module):
             position_ids=position_ids,
         )
         cross_mask = encoder_position_embeddings = None
+        source_group = 1
         if encoder_hidden_states is not None:
             cross_mask = create_bidirectional_mask(
                 config=self.config,
@@ -391,6 +445,7 @@ class HfLlmTransformerDecoder(nn.Module):
                     encoder_attention_mask, 0, encoder_hidden_states.shape[1], encoder_hidden_states.device
                 )
                 encoder_position_embeddings = self.rotary_emb(inputs_embeds, source_positions)
+            source_group = self.source_group(encoder_hidden_states, encoder_attention_mask, cache)
 
         position_embeddings = self.rotary_emb(inputs_embeds, position_ids)
         hidden_states = self.dropout(self.embed_norm(inputs_embeds))
@@ -406,6 +461,7 @@ class HfLlmTransformerDecoder(nn.Module):
                 encoder_position_embeddings,
                 cache=cache,
                 source_mask=encoder_attention_mask,
+                source_group=source_group,
                 output_attentions=output_attentions,
                 **kwargs,
             )

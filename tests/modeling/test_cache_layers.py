@@ -1,5 +1,7 @@
 """The source layer of an encoder-decoder cache (`HfLlmSourceLayer`): a beam reorder that moves rows only among equal
-rows copies nothing; every other reorder, repeat or selection gives what transformers' `DynamicLayer` gives."""
+rows copies nothing; every other reorder, repeat or selection gives what transformers' `DynamicLayer` gives. Its
+`group` (rows per source) lets the Transformer decoder's cross-attention read each source once for all its beams:
+the same generations as reading it once per beam."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ import torch
 from helpers import make_seq2seq, random_ids
 from transformers.cache_utils import DynamicLayer
 
-from hf_llm.modeling.cache_layers import HfLlmSourceLayer
+from hf_llm.modeling import transformer_backbone
+from hf_llm.modeling.cache_layers import HfLlmSourceLayer, row_group
 
 
 def filled(layer_class: type, keys: torch.Tensor, values: torch.Tensor) -> DynamicLayer:
@@ -95,3 +98,72 @@ def test_beam_search_keeps_its_source_layers_unreordered(case, monkeypatch):
     for layer in layers:
         assert layer.row_labels.tolist() == [1] * 4 + [2] * 4 + [3] * 4
         assert torch.equal(layer.keys, layer.keys[::4].repeat_interleave(4, dim=0))
+
+
+@pytest.mark.parametrize("labels, group", [([1, 1, 2, 2, 3, 3], 2), ([1] * 4 + [2] * 4, 4), ([1, 1, 1, 1, 2, 2], 2),
+                                           ([1, 1, 2, 2, 2], 1), ([1, 2, 3], 1), ([2, 2, 1, 1], 2), ([7], 1)])
+def test_the_group_is_the_longest_block_of_rows_that_always_share_a_label(labels, group):
+    assert row_group(torch.tensor(labels)) == group
+
+
+def test_the_group_follows_reorders_repeats_and_selections():
+    layer = filled(HfLlmSourceLayer, *three_sources_two_beams())
+    assert layer.group == 2
+    layer.reorder_cache(torch.tensor([1, 0, 2, 2, 5, 4]))  # among one source's beams: still pairs
+    assert layer.group == 2
+    layer.batch_repeat_interleave(2)
+    assert layer.group == 4
+    layer.reorder_cache(torch.tensor([0, 1, 2, 4] + list(range(4, 12))))  # row 3 now from source 2
+    assert layer.group == 1 and torch.equal(layer.keys[3], layer.keys[4])
+    layer.batch_select_indices(torch.tensor([4, 5, 8, 9]))
+    assert layer.group == 2
+    layer.reset()
+    assert layer.group == 1
+
+
+def sources_of_different_lengths() -> tuple[torch.Tensor, torch.Tensor]:
+    """Three sources, right- and left-padded, so that every row's source mask differs."""
+    ids = random_ids(3, 9, seed=7)
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    mask[2, 6:] = 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_cross_attention_reads_each_source_once_for_all_its_beams(attn_implementation, monkeypatch):
+    """Beam search with the Transformer decoder: cross-attention keys/values are projected from the 3 sources, not from
+    their 12 beam rows, the cache's source layers know the 4 rows per source, and the generations, scores and
+    cross-attention weights are those of reading the source once per beam."""
+    model = make_seq2seq("transformer-transformer", attn_implementation=attn_implementation)
+    ids, mask = sources_of_different_lengths()
+    kwargs = dict(attention_mask=mask, num_beams=4, max_new_tokens=6, min_new_tokens=6, do_sample=False,
+                  eos_token_id=None, return_dict_in_generate=True, output_scores=True,
+                  output_attentions=attn_implementation == "eager")
+    rows = []
+    hooks = [layer.cross_attn.kv_proj.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+             for layer in model.get_decoder().layers]
+    grouped = model.generate(ids, **kwargs)
+    for hook in hooks:
+        hook.remove()
+    assert rows == [3] * len(hooks)  # once per source and layer, at the first step
+    assert all(layer.group == 4 for layer in grouped.past_key_values.cross_attention_cache.layers)
+
+    monkeypatch.setattr(transformer_backbone.HfLlmTransformerDecoder, "source_group", lambda self, *args: 1)
+    per_beam = model.generate(ids, **kwargs)
+    assert torch.equal(grouped.sequences, per_beam.sequences)
+    for a, b in zip(grouped.scores, per_beam.scores):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    if attn_implementation == "eager":
+        for step_a, step_b in zip(grouped.cross_attentions, per_beam.cross_attentions):
+            for a, b in zip(step_a, step_b):
+                assert a.shape == (12, model.config.num_attention_heads, 1, 9)
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_distinct_sources_are_read_row_by_row():
+    """Greedy decoding of different sources: every row is its own group, the projection sees every row."""
+    model = make_seq2seq("transformer-transformer")
+    ids, mask = sources_of_different_lengths()
+    out = model.generate(ids, attention_mask=mask, max_new_tokens=3, do_sample=False, return_dict_in_generate=True)
+    assert all(layer.group == 1 for layer in out.past_key_values.cross_attention_cache.layers)
