@@ -210,40 +210,65 @@ class HfLlmSourceLayer(DynamicLayer):
     """
 
     row_labels: torch.Tensor | None = None
-    group: int = 1
+    _group: int | None = None
+    _labelled: tuple | None = None  # the keys the labels describe (their storage and shape)
 
     def _set_labels(self, labels: torch.Tensor | None) -> None:
-        self.row_labels = labels
-        self.group = row_group(labels) if labels is not None else 1
+        self.row_labels, self._group = labels, None
+        self._labelled = (self.keys.data_ptr(), tuple(self.keys.shape)) if labels is not None else None
+
+    def labels(self) -> torch.Tensor | None:
+        """`row_labels` while they describe the layer's keys; None once the keys were replaced by hand."""
+        if self.row_labels is None or self._labelled != (self.keys.data_ptr(), tuple(self.keys.shape)):
+            return None
+        return self.row_labels
+
+    @property
+    def group(self) -> int:
+        """How many consecutive rows hold one source (`row_group` of the labels; 1 without labels). Computed on the
+        first read after the labels change (one host sync, outside any compiled step), then kept."""
+        labels = self.labels()
+        if labels is None:
+            return 1
+        if self._group is None:
+            self._group = row_group(labels)
+        return self._group
 
     def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+        self, key_states: torch.Tensor, value_states: torch.Tensor, cache_kwargs: dict | None = None, *args, **kwargs
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        keys, values = super().update(key_states, value_states, *args, **kwargs)
-        self._set_labels(equal_row_labels(keys, values))
+        """transformers' update; `cache_kwargs["source_mask"] (B, S)`, when given, is compared row by row too, so rows
+        with the same label also share their source mask."""
+        keys, values = super().update(key_states, value_states, cache_kwargs, *args, **kwargs)
+        mask = (cache_kwargs or {}).get("source_mask")
+        self._set_labels(equal_row_labels(keys, values, *(() if mask is None else (mask,))))
         return keys, values
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         if self.get_seq_length() == 0:
             return
-        if self.row_labels is None:  # keys set by hand: no labels, copy as DynamicLayer does
+        current = self.labels()
+        if current is None:  # keys set by hand: no labels, copy as DynamicLayer does
+            self._set_labels(None)
             return super().reorder_cache(beam_idx)
         beam_idx = beam_idx.to(self.keys.device)
-        labels = self.row_labels.to(self.keys.device)[beam_idx]
-        if torch.equal(labels, self.row_labels.to(labels.device)):
+        labels = current.to(self.keys.device)[beam_idx]
+        if torch.equal(labels, current.to(labels.device)):
             return  # every row receives a row equal to it
         super().reorder_cache(beam_idx)
         self._set_labels(labels)
 
     def batch_repeat_interleave(self, repeats: int) -> None:
+        labels = self.labels()
         super().batch_repeat_interleave(repeats)
-        if self.row_labels is not None and self.get_seq_length() > 0:
-            self._set_labels(self.row_labels.repeat_interleave(repeats, dim=0))
+        if labels is not None and self.get_seq_length() > 0:
+            self._set_labels(labels.repeat_interleave(repeats, dim=0))
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
+        labels = self.labels()
         super().batch_select_indices(indices)
-        if self.row_labels is not None and self.get_seq_length() > 0:
-            self._set_labels(self.row_labels[torch.as_tensor(indices, device=self.row_labels.device)])
+        if labels is not None and self.get_seq_length() > 0:
+            self._set_labels(labels[torch.as_tensor(indices, device=labels.device)])
 
     def reset(self) -> None:
         self._set_labels(None)

@@ -65,8 +65,8 @@ class HfLlmRotaryEmbedding(nn.Module):
 
 
 def rotate(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
-    """Rotate queries or keys `(B, nh, T, hd)` by their positions; `rotation` is `(B, T, hd/2)` complex, or (compiled)
-    `(B, T, hd/2, 2)` cosines and sines."""
+    """Rotate queries or keys `(..., B, nh, T, hd)` (queries and keys stacked as `(2, B, nh, T, hd)` in one call) by
+    their positions; `rotation` is `(B, T, hd/2)` complex, or (compiled) `(B, T, hd/2, 2)` cosines and sines."""
     if not rotation.is_complex():
         pairs = x.float().reshape(*x.shape[:-1], -1, 2)  # (B, nh, T, hd/2, 2)
         real, imag = pairs[..., 0], pairs[..., 1]
@@ -160,7 +160,8 @@ class HfLlmTransformerAttention(nn.Module):
         source_group: int = 1,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`source_mask (B, S)` is the source padding mask, read only by an explicit cross-attention. `source_group`
+        """`source_mask (B, S)` is the source padding mask, read by an explicit cross-attention and compared row by row
+        by the cache's source layer. `source_group`
         (cross-attention): every block of `source_group` consecutive rows holds one source and its mask (the beams
         `generate` lays out, found by `source_rows_group`); their keys/values are projected and read once."""
         batch, length, _ = hidden_states.shape
@@ -187,7 +188,10 @@ class HfLlmTransformerAttention(nn.Module):
                 if source_group > 1:
                     key, value = key.repeat_interleave(source_group, 0), value.repeat_interleave(source_group, 0)
                 if cache is not None:
-                    key, value = cache.cross_attention_cache.update(key, value, self.layer_idx)
+                    # the layer labels its equal rows (keys, values and source mask): its `group` at the next steps
+                    key, value = cache.cross_attention_cache.update(
+                        key, value, self.layer_idx, {"source_mask": source_mask}
+                    )
                     cache.is_updated[self.layer_idx] = True
 
         if self.explicit:
@@ -387,8 +391,10 @@ class HfLlmTransformerDecoder(nn.Module):
         self, encoder_hidden_states: torch.Tensor, encoder_attention_mask: torch.Tensor | None, cache: Cache | None
     ) -> int:
         """How many consecutive rows hold one source (`source_rows_group`): read from the cache's source layers once
-        they are filled, else found in the encoder states. Only when decoding without gradients (`generate`) and not
-        compiling (a data-dependent count would break the graph): 1 otherwise, every row on its own."""
+        they are filled (their labels compare keys, values and source mask), else found in the encoder states (at the
+        first step, or at every step without a cache: one pass over them). Only without gradients (`generate`,
+        evaluation) and not compiling (a data-dependent count would break the graph): 1 otherwise, every row on its
+        own."""
         if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
             return 1
         if cache is not None and cache.is_updated.get(0):

@@ -167,3 +167,62 @@ def test_distinct_sources_are_read_row_by_row():
     ids, mask = sources_of_different_lengths()
     out = model.generate(ids, attention_mask=mask, max_new_tokens=3, do_sample=False, return_dict_in_generate=True)
     assert all(layer.group == 1 for layer in out.past_key_values.cross_attention_cache.layers)
+
+
+def test_keys_replaced_by_hand_lose_their_labels_and_group():
+    layer = filled(HfLlmSourceLayer, *three_sources_two_beams())
+    assert layer.group == 2
+    layer.keys = torch.randn_like(layer.keys)  # no longer what the labels describe
+    assert layer.labels() is None and layer.group == 1
+    reference = DynamicLayer()
+    reference.update(layer.keys.clone(), layer.values.clone())
+    beam_idx = torch.tensor([1, 0, 2, 3, 5, 4])  # a no-op under the old labels: copies now
+    layer.reorder_cache(beam_idx)
+    reference.reorder_cache(beam_idx)
+    assert torch.equal(layer.keys, reference.keys)
+
+
+def test_rows_with_equal_keys_but_different_source_masks_are_not_one_group():
+    keys, values = three_sources_two_beams()
+    mask = torch.ones(6, 5, dtype=torch.long)
+    mask[1, -1] = 0
+    layer = HfLlmSourceLayer()
+    layer.update(keys, values, {"source_mask": mask})
+    assert layer.row_labels.tolist() == [1, 2, 3, 3, 4, 4] and layer.group == 1
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("copy_attention", [False, True])
+def test_several_target_tokens_per_row_read_grouped_equal_read_per_row(attn_implementation, copy_attention,
+                                                                        monkeypatch):
+    """Forwards of 4 target tokens per row over 3 padded sources x 4 copies (and a cached prefill of 3 tokens, then 2
+    more: what assisted decoding does): the blocks of group x T queries, the expanded masks and the unfolded weights
+    give the logits and cross-attention weights of reading every row on its own."""
+    model = make_seq2seq("transformer-transformer", attn_implementation=attn_implementation,
+                         copy_attention=copy_attention)
+    ids, mask = sources_of_different_lengths()
+    ids, mask = ids.repeat_interleave(4, dim=0), mask.repeat_interleave(4, dim=0)  # (12, 9), as beams lay them out
+    targets = random_ids(12, 5, seed=9)
+    encoder_outputs = model.get_encoder()(input_ids=ids, attention_mask=mask)
+
+    def run():
+        with torch.no_grad():
+            full = model(encoder_outputs=encoder_outputs, attention_mask=mask, decoder_input_ids=targets[:, :4],
+                         output_attentions=True)
+            prefill = model(encoder_outputs=encoder_outputs, attention_mask=mask, decoder_input_ids=targets[:, :3],
+                            use_cache=True)
+            step = model(encoder_outputs=encoder_outputs, attention_mask=mask, decoder_input_ids=targets[:, 3:],
+                         past_key_values=prefill.past_key_values, use_cache=True, output_attentions=True)
+        return full, step, prefill.past_key_values
+
+    grouped, grouped_step, cache = run()
+    assert cache.cross_attention_cache.layers[0].group == 4
+    monkeypatch.setattr(transformer_backbone.HfLlmTransformerDecoder, "source_group", lambda self, *args: 1)
+    per_row, per_row_step, _ = run()
+    torch.testing.assert_close(grouped.logits, per_row.logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grouped_step.logits, per_row_step.logits, rtol=1e-4, atol=1e-5)
+    for a, b in [*zip(grouped.cross_attentions, per_row.cross_attentions),
+                 *zip(grouped_step.cross_attentions, per_row_step.cross_attentions)]:
+        if attn_implementation == "eager" or b is not None:
+            assert a.shape == b.shape and a.shape[0] == 12
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
