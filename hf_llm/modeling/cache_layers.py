@@ -189,7 +189,8 @@ def equal_row_labels(*tensors: torch.Tensor) -> torch.Tensor:
 def row_group(labels: torch.Tensor) -> int:
     """The largest `g` such that every block of `g` consecutive rows shares one label: the greatest common divisor of
     the lengths of the runs of equal labels (`num_beams` for the rows `generate` lays out for beam search; 1 when no
-    two neighbouring rows are equal). One host sync: called when labels change, not per decoding step."""
+    two neighbouring rows are equal). One host sync: `HfLlmSourceLayer.group` calls it once after its labels change,
+    not per decoding step."""
     return math.gcd(*torch.unique_consecutive(labels, return_counts=True)[1].tolist()) if labels.numel() else 1
 
 
@@ -241,6 +242,8 @@ class HfLlmSourceLayer(DynamicLayer):
         with the same label also share their source mask."""
         keys, values = super().update(key_states, value_states, cache_kwargs, *args, **kwargs)
         mask = (cache_kwargs or {}).get("source_mask")
+        if mask is not None and mask.shape[0] != keys.shape[0]:
+            mask = None  # a mask broadcast over the batch is the same for every row
         self._set_labels(equal_row_labels(keys, values, *(() if mask is None else (mask,))))
         return keys, values
 

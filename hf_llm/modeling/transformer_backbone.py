@@ -162,9 +162,9 @@ class HfLlmTransformerAttention(nn.Module):
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`source_mask (B, S)` is the source padding mask, read by an explicit cross-attention and compared row by row
-        by the cache's source layer. `source_group`
-        (cross-attention): every block of `source_group` consecutive rows holds one source and its mask (the beams
-        `generate` lays out, found by `source_rows_group`); their keys/values are projected and read once."""
+        by the cache's source layer. `source_group` (cross-attention): every block of `source_group` consecutive rows
+        holds one source and its mask (the beams `generate` lays out, found by `source_rows_group`); their keys and
+        values are projected and read once."""
         batch, length, _ = hidden_states.shape
         if not self.is_cross_attention:
             query, key, value = self._heads(self.qkv_proj(hidden_states), 3)  # (B, nh, T, hd) each
