@@ -85,12 +85,12 @@ GROUPED_ATTENTION = ("sdpa", "eager")
 def source_rows_group(encoder_hidden_states: torch.Tensor, encoder_attention_mask: torch.Tensor | None) -> int:
     """How many consecutive rows of the encoder states `(B, S, H)` (and of the source mask `(B, S)`) are equal, block
     by block: `num_beams` for what `generate` hands the decoder in beam search, 1 for a batch of different sources.
-    Compares every element (one pass over the states) and syncs once; the decoder calls it once per source."""
+    Compares every element (one pass over the states) and syncs once; the decoder calls it when it fills its cache's
+    source layers (and at every step without a cache)."""
     if encoder_hidden_states.shape[0] < 2:
         return 1
-    tensors = (encoder_hidden_states,) if encoder_attention_mask is None else \
-        (encoder_hidden_states, encoder_attention_mask)
-    return row_group(equal_row_labels(*tensors))
+    masks = () if encoder_attention_mask is None else (encoder_attention_mask,)
+    return row_group(equal_row_labels(encoder_hidden_states, *masks))
 
 
 def eager_attention_forward(
