@@ -7,6 +7,7 @@
     python benchmarks/bench_decode.py --batched       # 32 prompts x 128 new tokens: default, static, static+compiled
     python benchmarks/bench_decode.py --beam          # beam-4 seq2seq, hf_llm vs BART, default vs static cache
                                                       # (and hf_llm reading the source per beam, and copying it)
+    python benchmarks/bench_decode.py --beam --source-length 512 --out benchmarks/results/decode_beam4_src512.json
 
 Each decoder-only LM of the base shape (hf_llm's three families, GPT-2, Llama; `run.decoder_builders`) decodes at
 batch 1 from contexts of 16 and 512 tokens two ways:
@@ -105,13 +106,14 @@ def batched_throughput(names: list[str], builders: dict, prompts: int, new_token
 
 
 @torch.no_grad()
-def beam_search(repeats: int, new_tokens: int) -> dict:
-    """Beam-4 seq2seq generation as in run.py (4 sources of 64 tokens, `new_tokens` tokens, tokens/s = 4 x new / s):
+def beam_search(repeats: int, new_tokens: int, source_length: int = 64) -> dict:
+    """Beam-4 seq2seq generation as in run.py (4 sources of `source_length` tokens, 64 there, `new_tokens` tokens,
+    tokens/s = 4 x new / s):
     hf_llm's Transformer encoder-decoder against BART, each with the default cache and with a static one, interleaved.
     transformers 5.24's beam search never takes the compiled path (`_beam_search` calls the model eagerly, whatever
     `compile_config` says), so "best path" here is the better of the two eager caches for each model."""
     models = seq2seq_models(SHAPES["base"])
-    source = torch.randint(3, SHAPES["base"]["vocab"], (4, 64), generator=torch.Generator().manual_seed(2))
+    source = torch.randint(3, SHAPES["base"]["vocab"], (4, source_length), generator=torch.Generator().manual_seed(2))
     beam = dict(num_beams=4, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, eos_token_id=None,
                 pad_token_id=0)
     candidates = {}
@@ -196,6 +198,9 @@ def main() -> None:
                         help="torch threads (default 1: on a shared 2-core machine two threads spin against the load)")
     parser.add_argument("--bf16", action="store_true", help="also a static+compiled path with bfloat16 weights")
     parser.add_argument("--beam", action="store_true", help="only beam-4 seq2seq generation, hf_llm vs BART")
+    parser.add_argument("--source-length", type=int, default=64,
+                        help="with --beam: tokens per source (64, as in run.py; longer sources cost BART more, whose "
+                             "cache copies the source keys/values at every step)")
     parser.add_argument("--batched", action="store_true", help="only the batched throughput (32 prompts x 128 tokens)")
     args = parser.parse_args()
     hf_logging.set_verbosity_error()
@@ -206,7 +211,8 @@ def main() -> None:
     results = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                "torch": torch.__version__, "shape": shape, "new_tokens": new_tokens, "repeats": repeats}
     if args.beam:
-        results["beam4"] = beam_search(1 if args.quick else 7, 8 if args.quick else 32)
+        results["source_length"] = args.source_length
+        results["beam4"] = beam_search(1 if args.quick else 7, 8 if args.quick else 32, args.source_length)
         print(results["beam4"], flush=True)
         dump(args.out or os.path.join(RESULTS, "decode_beam4.json"), results)
         return

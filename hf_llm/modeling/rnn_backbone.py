@@ -156,12 +156,26 @@ def forward_rnn(rnn: nn.RNNBase, x: torch.Tensor | PackedSequence, state: RNNSta
                 weights: dict[str, torch.Tensor] | None):
     """`rnn(x, state)`, with `weights` (adapted matrices, by parameter name) in place of its own where given; one
     token under torch.compile by `step_rnn`."""
-    if (torch.compiler.is_compiling() and not isinstance(x, PackedSequence) and x.shape[1] == 1 and rnn.batch_first
-            and not rnn.bidirectional and not (rnn.training and rnn.dropout)):
-        return step_rnn(rnn, x, state, weights)
+    if torch.compiler.is_compiling():
+        if (not isinstance(x, PackedSequence) and x.shape[1] == 1 and rnn.batch_first and not rnn.bidirectional
+                and not (rnn.training and rnn.dropout)):
+            return step_rnn(rnn, x, state, weights)
+        return opaque_rnn(rnn, x, state, weights)
+    return fused_rnn(rnn, x, state, weights)
+
+
+def fused_rnn(rnn: nn.RNNBase, x: torch.Tensor | PackedSequence, state: RNNState | None,
+              weights: dict[str, torch.Tensor] | None):
+    """The fused kernel over a whole sequence; `opaque_rnn`, the same left out of any compiled graph (a graph
+    break): with `allow_rnn` (set for `step_rnn`) dynamo would trace
+    `nn.LSTM` and inductor unroll it step by step: 40 minutes of compiling and half the eager speed for one
+    training step of sequence 256 (benchmarks/run.py, 2026-12-02)."""
     if not weights:
         return rnn(x, state)
     return torch.func.functional_call(rnn, weights, (x, state))
+
+
+opaque_rnn = torch.compiler.disable(fused_rnn)
 
 
 def call_rnn(rnn: nn.RNNBase, x: torch.Tensor | PackedSequence, state: RNNState | None,

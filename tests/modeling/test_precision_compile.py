@@ -94,3 +94,25 @@ def test_int8_weight_only_loads_generates_and_stays_close(case, tmp_path):
     # measured on these tiny random models: max |delta p| <= 0.02 (0 where nothing is quantized)
     assert (actual - expected).abs().max() < 0.05
     assert generated.shape[-1] == (ids.shape[-1] + 4 if case in LM_CASES else 5)
+
+
+@pytest.mark.parametrize("case", ["rnn-lstm", "rnn-gru", "rnn-rnn[lstm,bahdanau,bi]"])
+def test_compiled_training_keeps_the_fused_rnn_out_of_the_graph(case):
+    """A compiled training step over a sequence calls the fused LSTM/GRU kernel eagerly (a graph break): inside the
+    graph, inductor would unroll it step by step (40 minutes of compiling, half the eager speed at sequence 256)."""
+    graphs = []
+
+    def capture(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    model = build(case).train()
+    model.config.dropout = 0.0
+    batch = inputs_for(case)
+    eager = model(**batch).loss
+    torch._dynamo.reset()
+    loss = torch.compile(model, backend=capture, dynamic=False)(**batch).loss
+    torch._dynamo.reset()
+    targets = [str(node.target).lower() for graph in graphs for node in graph.graph.nodes]
+    assert graphs and not [t for t in targets if "lstm" in t or "gru" in t], targets
+    torch.testing.assert_close(loss, eager, atol=1e-5, rtol=1e-5)
