@@ -1,6 +1,7 @@
 """One command, one run, one machine: every hf_llm family against transformers' own models.
 
-    python benchmarks/run.py            # full run (about 15 minutes on a 2-core CPU)
+    python benchmarks/run.py            # full run (about 30 minutes on a 2-core CPU; 70 on 2026-12-02, when
+                                        # the RNN's compiled training step took 40 of them, since fixed)
     python benchmarks/run.py --quick    # a smoke run (a couple of minutes)
 
 Writes benchmarks/results/benchmark.{json,md,png}. Every comparison interleaves its candidates
