@@ -24,8 +24,9 @@ tokens/s = N / (time for 1 + N tokens - time for 1 token). The static paths use 
 so that each static cache is sized to its context (transformers keeps the largest `max_cache_len` a model has seen,
 to avoid recompiling: one instance serving both contexts attends over 512 + N slots at context 16 too; the files
 before 2026-12-02 were measured that way); each copy compiles its step in a warm-up call, not timed (the first
-compile's seconds are reported). All variants and contexts of one model are interleaved (A B C D A B C D ...;
-medians). Writes benchmarks/results/decode.json.
+compile's seconds are reported). Every path and context of every model is interleaved with all the others in one
+process (A B C D ... A B C D ...; medians). Writes
+benchmarks/results/decode.json.
 """
 
 from __future__ import annotations
@@ -150,13 +151,22 @@ def greedy_paths(names: list[str], builders: dict, new_tokens: int, repeats: int
     """Batch-1 greedy decoding tokens/s of each model at both contexts, `default` and `static+compiled` (and with
     `bf16`, `bf16 static+compiled`: the same with bfloat16 weights, fewer bytes per token), with the
     seconds of each static path's warm-up call (its compile) and whether the fp32 paths gave the same tokens (the bf16
-    tokens may differ at near ties)."""
+    tokens may differ at near ties).
+
+    Every path of every model is interleaved with every other (A B C ... A B C ...), so that the machine's drift
+    (this shared CPU's speed moved by up to 1.5x between processes minutes apart on 2026-12-07) hits all models
+    alike: the ratios between models are what the goals are about. Before 2026-12-07 each model's paths were
+    measured in a block of their own, and the blocks' drift went into the ratios."""
     paths = ["static+compiled", "default"] + (["bf16 static+compiled"] if bf16 else [])
-    table = {}
+    # Every model x path x context compiles its own step, several from the same `forward` code object (the three
+    # hf_llm families share one): dynamo's default limit of 8 compiled versions per code object would fall back to
+    # eager for the rest.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 8 * len(names) * len(paths))
+    candidates, checks, table = {}, {}, {}
     for name in names:
         torch.manual_seed(0)
         model = builders[name]().eval()
-        candidates, checks, compile_seconds = {}, {}, {}
+        compile_seconds = {}
         for path in paths:
             for context in sorted(CONTEXTS, reverse=True):
                 key = f"{path} {context}"
@@ -172,19 +182,20 @@ def greedy_paths(names: list[str], builders: dict, new_tokens: int, repeats: int
                     start = time.perf_counter()
                     run(3)
                     compile_seconds[key] = round(time.perf_counter() - start, 1)
-                checks[key] = run(new_tokens + 1)
-                candidates[f"{key} one"], candidates[f"{key} many"] = one, many
-        times = alternate(candidates, repeats=repeats)
-        entry = {"compile_seconds": compile_seconds}
-        for key in checks:
-            entry[key] = round(new_tokens / max(times[f"{key} many"] - times[f"{key} one"], 1e-9), 1)
+                checks[name, key] = run(new_tokens + 1)
+                candidates[name, key, "one"], candidates[name, key, "many"] = one, many
+        table[name] = {"compile_seconds": compile_seconds}
+        print(name, "compiled", compile_seconds, flush=True)
+    times = alternate(candidates, repeats=repeats)
+    for (name, key), tokens in checks.items():
+        table[name][key] = round(new_tokens / max(times[name, key, "many"] - times[name, key, "one"], 1e-9), 1)
+    for name in names:
         for context in CONTEXTS:  # greedy tokens of the fp32 paths (equal unless near ties)
-            entry[f"same tokens {context}"] = bool(torch.equal(checks[f"default {context}"],
-                                                                checks[f"static+compiled {context}"]))
-        table[name] = entry
-        print(name, entry, flush=True)
-        del model, instance, one, many, run, candidates
-        torch.compiler.reset()
+            table[name][f"same tokens {context}"] = bool(torch.equal(checks[name, f"default {context}"],
+                                                                      checks[name, f"static+compiled {context}"]))
+        print(name, table[name], flush=True)
+    candidates.clear()
+    torch.compiler.reset()
     return table
 
 
