@@ -207,6 +207,7 @@ def main() -> None:
                                                      "decode_batched.json with --batched, decode_beam4.json with --beam)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a shared 2-core machine two threads spin against the load)")
+    parser.add_argument("--repeats", type=int, default=9, help="interleaved rounds of the batch-1 paths (medians)")
     parser.add_argument("--bf16", action="store_true", help="also a static+compiled path with bfloat16 weights")
     parser.add_argument("--beam", action="store_true", help="only beam-4 seq2seq generation, hf_llm vs BART")
     parser.add_argument("--source-length", type=int, default=64,
@@ -217,7 +218,8 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
     shape = SHAPES["base"]
-    new_tokens, repeats = (16, 1) if args.quick else (64, 3)
+    # 9 interleaved rounds: with 3 (before 2026-12-07) one model's figure moved by up to 1.4x between runs
+    new_tokens, repeats = (16, 1) if args.quick else (64, args.repeats)
     builders = decoder_builders(shape)
     results = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                "torch": torch.__version__, "shape": shape, "new_tokens": new_tokens, "repeats": repeats}

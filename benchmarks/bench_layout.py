@@ -1,6 +1,7 @@
 """The decoding weight layout (hf_llm/modeling/weight_layout.py): row-major vs column-major weights on this CPU.
 
     python benchmarks/bench_layout.py            # products, then batch-1 greedy decoding per family
+    python benchmarks/bench_layout.py --compiled # also the static cache + compiled step, both layouts
     python benchmarks/bench_layout.py --quick
 
 1. Products `x (rows, in) @ W.T` for the base shape's matrices (the 8192 x 256 LM head, a 1024 x 256 LSTM gate or
@@ -8,7 +9,11 @@
    GPT-2's `Conv1D` layout), at 1 to 128 rows, float32 and bfloat16, interleaved, medians: microseconds per product.
 2. Batch-1 greedy decoding of the three families' LMs (base shape, default path, prefill excluded, contexts 16 and
    512) with the weights row-major (`GenerationMixin.generate`, which does not lay them out) and column-major
-   (hf_llm's `generate`, which does for one sequence), all interleaved in one process: tokens/s.
+   (hf_llm's `generate`, which does for one sequence), all interleaved in one process: tokens/s. For the RNN also
+   `row-major, fused kernel`: each one-token step through the fused `nn.LSTM` call, as eager decoding did before
+   2026-12-07 (now `rnn_backbone.step_rnn`, the gate equations written out, when nothing records gradients).
+   With `--compiled`, the same two layouts on the static cache + compiled step (`bench_decode.compile_config`; the
+   compile is an untimed warm-up call).
 
 One thread (decoding on the shared 2-core machine runs on one). Writes benchmarks/results/layout.json.
 """
@@ -26,12 +31,14 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
+from bench_decode import compile_config  # noqa: E402
 from common import alternate, dump  # noqa: E402
 from run import RESULTS, SHAPES, decoder_builders  # noqa: E402
 
 from transformers import GenerationMixin  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+from hf_llm.modeling import rnn_backbone  # noqa: E402
 from hf_llm.modeling.weight_layout import decoding_weights, is_column_major  # noqa: E402
 
 FAMILIES = ["hf_llm transformer", "hf_llm rnn", "hf_llm cnn"]
@@ -63,8 +70,27 @@ def products(repeats: int) -> dict:
     return table
 
 
-def decoding(new_tokens: int, repeats: int) -> dict:
+def fused_kernel_per_token(generate):
+    """`generate` with every eager one-token RNN step through the fused kernel (`rnn_backbone.fused_rnn`), as before
+    `step_rnn` took them; `forward_rnn` is swapped for this call only."""
+    def run(*args, **kwargs):
+        own = rnn_backbone.forward_rnn
+
+        def fused(rnn, x, state, weights):
+            return own(rnn, x, state, weights) if torch.compiler.is_compiling() else \
+                rnn_backbone.fused_rnn(rnn, x, state, weights)
+
+        rnn_backbone.forward_rnn = fused
+        try:
+            return generate(*args, **kwargs)
+        finally:
+            rnn_backbone.forward_rnn = own
+    return run
+
+
+def decoding(new_tokens: int, repeats: int, compiled: bool = False) -> dict:
     """Batch-1 greedy tokens/s of each family with row-major and column-major weights, all interleaved."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)  # 12 compiled steps
     builders = decoder_builders(SHAPES["base"])
     candidates, models = {}, {}
     for name in FAMILIES:
@@ -79,8 +105,18 @@ def decoding(new_tokens: int, repeats: int) -> dict:
                          m, ids, max_new_tokens=n, min_new_tokens=n, **kwargs),
                      "column-major": lambda n, m=column_major, ids=ids: m.generate(
                          ids, max_new_tokens=n, min_new_tokens=n, **kwargs)}
+            if name == "hf_llm rnn":
+                paths["row-major, fused kernel"] = fused_kernel_per_token(paths["row-major"])
+            if compiled:
+                static = dict(cache_implementation="static", compile_config=compile_config(name))
+                row_compiled, column_compiled = copy.deepcopy(models[name]), copy.deepcopy(models[name])
+                paths["static+compiled row-major"] = lambda n, m=row_compiled, ids=ids: GenerationMixin.generate(
+                    m, ids, max_new_tokens=n, min_new_tokens=n, **kwargs, **static)
+                paths["static+compiled column-major"] = lambda n, m=column_compiled, ids=ids: m.generate(
+                    ids, max_new_tokens=n, min_new_tokens=n, **kwargs, **static)
             with torch.no_grad():
-                assert torch.equal(paths["row-major"](new_tokens), paths["column-major"](new_tokens)), name
+                expected = paths["row-major"](new_tokens)
+                assert all(torch.equal(run(new_tokens), expected) for run in paths.values()), name
             assert all(is_column_major(w) for w in decoding_weights(column_major)), name
             assert all(w.is_contiguous() for w in decoding_weights(row_major)), name
             for path, run in paths.items():
@@ -96,6 +132,13 @@ def decoding(new_tokens: int, repeats: int) -> dict:
         for context in (16, 512):
             table[f"{name} {context} column / row"] = round(
                 table[f"{name} {context} column-major"] / table[f"{name} {context} row-major"], 2)
+            if f"{name} {context} static+compiled row-major" in table:
+                table[f"{name} {context} static+compiled column / row"] = round(
+                    table[f"{name} {context} static+compiled column-major"]
+                    / table[f"{name} {context} static+compiled row-major"], 2)
+            if f"{name} {context} row-major, fused kernel" in table:
+                table[f"{name} {context} row-major: step_rnn / fused kernel"] = round(
+                    table[f"{name} {context} row-major"] / table[f"{name} {context} row-major, fused kernel"], 2)
     print(table, flush=True)
     return table
 
@@ -103,6 +146,7 @@ def decoding(new_tokens: int, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--compiled", action="store_true", help="also the static cache + compiled step")
     parser.add_argument("--out", default=os.path.join(RESULTS, "layout.json"))
     args = parser.parse_args()
     hf_logging.set_verbosity_error()
@@ -110,7 +154,8 @@ def main() -> None:
     results = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
                "threads": torch.get_num_threads()}
     results["products_us"] = products(repeats=3 if args.quick else 7)
-    results["decode_tokens_per_s"] = decoding(new_tokens=16 if args.quick else 64, repeats=1 if args.quick else 7)
+    results["decode_tokens_per_s"] = decoding(new_tokens=16 if args.quick else 64, repeats=1 if args.quick else 7,
+                                              compiled=args.compiled)
     dump(args.out, results)
 
 

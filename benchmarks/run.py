@@ -296,7 +296,7 @@ def run(quick: bool) -> dict:
 
             names = ["hf_llm transformer", "hf_llm rnn", "hf_llm cnn", "GPT-2", "Llama"]
             builders = decoder_builders(shape)
-            section["decode_paths"] = bench_decode.greedy_paths(names, builders, 16 if quick else 64, 1 if quick else 3,
+            section["decode_paths"] = bench_decode.greedy_paths(names, builders, 16 if quick else 64, 1 if quick else 9,
                                                                 bf16=not quick)
             prompts, count = (8, 16) if quick else (32, 128)
             section["batched_decode"] = {"prompts": prompts, "new_tokens": count, "tokens_per_s":
