@@ -47,6 +47,7 @@ from run import RESULTS, SHAPES, decoder_builders, seq2seq_models  # noqa: E402
 from transformers import CompileConfig  # noqa: E402
 from transformers.cache_utils import DynamicLayer  # noqa: E402
 
+from hf_llm import decoding_layout  # noqa: E402
 from hf_llm.modeling import cache_layers, transformer_backbone  # noqa: E402
 
 SOURCE_LAYER = cache_layers.HfLlmSourceLayer
@@ -63,6 +64,10 @@ def compile_config(name: str) -> CompileConfig:
 
 
 def decode_fns(model, name: str, context: int, new_tokens: int, static: bool):
+    """Batch-1 greedy generation of 1 and of `new_tokens + 1` tokens; an hf_llm model decodes on the weight layout
+    for one sequence, as `hf-llm generate` does (`hf_llm.decoding_layout`: float32 weights column-major)."""
+    if name.startswith("hf_llm"):
+        decoding_layout(model)
     ids = torch.randint(3, model.config.vocab_size, (1, context), generator=torch.Generator().manual_seed(0))
     kwargs = dict(do_sample=False, pad_token_id=0, eos_token_id=None)
     if static:

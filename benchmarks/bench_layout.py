@@ -8,8 +8,8 @@
    MLP matrix, a 256 x 256 projection), `W` row-major (`nn.Linear`'s layout) or column-major (`W.T` contiguous,
    GPT-2's `Conv1D` layout), at 1 to 128 rows, float32 and bfloat16, interleaved, medians: microseconds per product.
 2. Batch-1 greedy decoding of the three families' LMs (base shape, default path, prefill excluded, contexts 16 and
-   512) with the weights row-major (`GenerationMixin.generate`, which does not lay them out) and column-major
-   (hf_llm's `generate`, which does for one sequence), all interleaved in one process: tokens/s. For the RNN also
+   512) with the weights row-major (as loaded) and column-major (`hf_llm.decoding_layout`, what `hf-llm generate`
+   does for one sequence), all interleaved in one process: tokens/s. For the RNN also
    `row-major, fused kernel`: each one-token step through the fused `nn.LSTM` call, as eager decoding did before
    2026-12-07 (now `rnn_backbone.step_rnn`, the gate equations written out, when nothing records gradients).
    With `--compiled`, the same two layouts on the static cache + compiled step (`bench_decode.compile_config`; the
@@ -35,9 +35,9 @@ from bench_decode import compile_config  # noqa: E402
 from common import alternate, dump  # noqa: E402
 from run import RESULTS, SHAPES, decoder_builders  # noqa: E402
 
-from transformers import GenerationMixin  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+from hf_llm import decoding_layout  # noqa: E402
 from hf_llm.modeling import rnn_backbone  # noqa: E402
 from hf_llm.modeling.weight_layout import decoding_weights, is_column_major  # noqa: E402
 
@@ -101,8 +101,9 @@ def decoding(new_tokens: int, repeats: int, compiled: bool = False) -> dict:
             kwargs = dict(do_sample=False, pad_token_id=0, eos_token_id=None)
             row_major = copy.deepcopy(models[name])
             column_major = copy.deepcopy(models[name])
-            paths = {"row-major": lambda n, m=row_major, ids=ids: GenerationMixin.generate(
-                         m, ids, max_new_tokens=n, min_new_tokens=n, **kwargs),
+            decoding_layout(column_major)
+            paths = {"row-major": lambda n, m=row_major, ids=ids: m.generate(
+                         ids, max_new_tokens=n, min_new_tokens=n, **kwargs),
                      "column-major": lambda n, m=column_major, ids=ids: m.generate(
                          ids, max_new_tokens=n, min_new_tokens=n, **kwargs)}
             if name == "hf_llm rnn":
@@ -110,8 +111,9 @@ def decoding(new_tokens: int, repeats: int, compiled: bool = False) -> dict:
             if compiled:
                 static = dict(cache_implementation="static", compile_config=compile_config(name))
                 row_compiled, column_compiled = copy.deepcopy(models[name]), copy.deepcopy(models[name])
-                paths["static+compiled row-major"] = lambda n, m=row_compiled, ids=ids: GenerationMixin.generate(
-                    m, ids, max_new_tokens=n, min_new_tokens=n, **kwargs, **static)
+                decoding_layout(column_compiled)
+                paths["static+compiled row-major"] = lambda n, m=row_compiled, ids=ids: m.generate(
+                    ids, max_new_tokens=n, min_new_tokens=n, **kwargs, **static)
                 paths["static+compiled column-major"] = lambda n, m=column_compiled, ids=ids: m.generate(
                     ids, max_new_tokens=n, min_new_tokens=n, **kwargs, **static)
             with torch.no_grad():

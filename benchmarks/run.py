@@ -244,6 +244,9 @@ def run(quick: bool) -> dict:
             print("final losses", {k: v[-1] for k, v in section["loss_curves"].items()})
 
             decode = {}
+            for name, m in models.items():  # hf_llm decodes one sequence on its layout for it, as `hf-llm generate`
+                if name.startswith("hf_llm"):
+                    hf_llm.decoding_layout(m)
             for context in (16, 512):
                 rounds = [{name: decode_tokens_per_second(m, context, 128 if quick else 256, shape["vocab"], repeats=3)
                            for name, m in models.items() if name != "bare nn.LSTM"} for _ in range(repeats)]

@@ -20,6 +20,7 @@ from .modeling.modeling_hf_llm import (
     HfLlmModel,
     HfLlmPreTrainedModel,
 )
+from .modeling.weight_layout import decoding_layout
 
 from .presets import PRESETS, parse_layer_spec, preset_config
 
@@ -51,4 +52,5 @@ __all__ = [
     "HfLlmForCausalLM",
     "HfLlmForSeq2SeqLM",
     "HfLlmForSequenceClassification",
+    "decoding_layout",
 ]

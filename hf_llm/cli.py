@@ -51,6 +51,7 @@ def command_generate(args) -> int:
     from transformers import TextStreamer
 
     from .inference import decoding_options, generate_texts, load_model_and_tokenizer
+    from .modeling.weight_layout import decoding_layout
     from .recipes import RecipeError
 
     for name in ("max_new_tokens", "num_beams", "num_return_sequences"):
@@ -72,6 +73,9 @@ def command_generate(args) -> int:
     if args.stream and not one:
         raise RecipeError("--stream prints one sequence as it is generated: it needs --num-beams 1 and "
                           "--num-return-sequences 1.")
+    # One sequence at a time: float32 weights column-major on CPU, the faster layout for one-row products
+    # (hf_llm/modeling/weight_layout.py); several (beams, returned sequences) keep the row-major one.
+    decoding_layout(model, column_major=one)
     prompt = "" if model.config.is_encoder_decoder else args.prompt
     if one and args.stream is not False:  # tokens printed as they come (transformers' TextStreamer)
         print(prompt, end="", flush=True)
@@ -90,12 +94,14 @@ def command_chat(args) -> int:
     """An interactive conversation in the terminal; /reset starts over, /exit or end of input quits. The reply is
     printed as it is generated."""
     from .inference import ReplyStreamer, chat_reply, load_model_and_tokenizer
+    from .modeling.weight_layout import decoding_layout
     from .tokenizer import ensure_chat_template
 
     model, tokenizer = load_model_and_tokenizer(
         args.model_dir, device=args.device, dtype=args.dtype, quantize=args.quantize
     )
     ensure_chat_template(tokenizer)
+    decoding_layout(model)  # one reply at a time: the faster layout for one-row products (weight_layout.py)
     kwargs = {k: v for k, v in {"max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample,
                                 "repetition_penalty": args.repetition_penalty}.items() if v is not None}
     messages = [{"role": "system", "content": args.system}] if args.system else []

@@ -23,6 +23,7 @@ import yaml
 from .data import load_raw
 from .inference import load_model_and_tokenizer, prompt_inputs
 from .modeling.configuration_hf_llm import BACKBONES
+from .modeling.weight_layout import decoding_layout
 from .recipes import Recipe, RecipeError, build_config, load_recipe, load_yaml, resolve_recipe_path
 from .tasks import get_task
 from .tokenizer import tokenizer_for
@@ -152,6 +153,7 @@ def inference_speed(output_dir: str, recipe: Recipe) -> tuple[float, str]:
             model(**batch)
         return 5 * 32 / (time.perf_counter() - start), "examples/s"
     prompt = (recipe.generation.prompts or ["Return the"])[0]
+    decoding_layout(model)  # as `hf-llm generate` decodes one sequence (hf_llm/modeling/weight_layout.py)
     inputs = prompt_inputs(model, tokenizer, prompt, max_new_tokens=64)
     kwargs = dict(max_new_tokens=64, min_new_tokens=64, do_sample=False, num_beams=1, eos_token_id=None,
                   pad_token_id=tokenizer.pad_token_id)

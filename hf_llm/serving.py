@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .inference import load_model_and_tokenizer
+from .modeling.weight_layout import decoding_layout
 from .recipe_schema import RecipeError
 from .tokenizer import ensure_chat_template
 
@@ -170,6 +171,7 @@ def load_serveable(run_dir: str, device: str | None = None, dtype: str | None = 
     if model.config.is_encoder_decoder or not model.can_generate():
         refuse_non_causal(run_dir, type(model).__name__)
     ensure_chat_template(tokenizer)  # as `hf-llm chat` does
+    decoding_layout(model)  # requests are generated one at a time: the faster layout for one-row products
     return model, tokenizer
 
 

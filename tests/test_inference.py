@@ -76,6 +76,29 @@ def test_several_sequences_sampling_options_dtype_and_device(capsys):
     assert "error: --device nowhere:" in capsys.readouterr().err
 
 
+def test_one_sequence_at_a_time_is_decoded_on_column_major_weights(monkeypatch, capsys):
+    """`hf-llm generate` lays the weights out for one sequence (hf_llm/modeling/weight_layout.py), not for beams."""
+    from hf_llm.modeling import weight_layout
+
+    seen = []
+    real = weight_layout.decoding_layout
+
+    def recorded(model, column_major=True):
+        real(model, column_major)
+        seen.append({"column" if weight_layout.is_column_major(w) else "row"
+                     for w in weight_layout.decoding_weights(model)})
+
+    monkeypatch.setattr(weight_layout, "decoding_layout", recorded)
+    folder = str(RUNS / "lm")
+    assert main(["generate", folder, "Return the", "--max-new-tokens", "3", "--no-stream", "--no-do-sample"]) == 0
+    one = capsys.readouterr().out
+    assert main(["generate", folder, "Return the", "--max-new-tokens", "3", "--num-beams", "2"]) == 0
+    assert seen == [{"column"}, {"row"}]
+    model, tokenizer = load_model_and_tokenizer(folder)  # as loaded: row-major
+    assert one.strip() == "Return the" + generate_texts(model, tokenizer, "Return the", max_new_tokens=3,
+                                                        do_sample=False)[0]
+
+
 def test_chat_streams_the_reply(monkeypatch, capsys):
     folder = str(RUNS / "lm")  # any causal LM renders a chat through the saved chat template
     answers = {}

@@ -41,7 +41,7 @@ from .shared_layers import HfLlmEncoderOutput, fused_cross_entropy, shift_tokens
 from .cnn_backbone import HfLlmCNNDecoder, HfLlmCNNEncoder
 from .rnn_backbone import HfLlmGateProjection, HfLlmRNNDecoder, HfLlmRNNEncoder
 from .transformer_backbone import HfLlmRotaryEmbedding, HfLlmTransformerDecoder, HfLlmTransformerEncoder
-from .weight_layout import decoding_layout, layout_for_generate
+from .weight_layout import decoding_layout
 
 ENCODERS = {"transformer": HfLlmTransformerEncoder, "rnn": HfLlmRNNEncoder, "cnn": HfLlmCNNEncoder}
 DECODERS = {"transformer": HfLlmTransformerDecoder, "rnn": HfLlmRNNDecoder, "cnn": HfLlmCNNDecoder}
@@ -78,8 +78,8 @@ class HfLlmPreTrainedModel(PreTrainedModel):
     ]
 
     def train(self, mode: bool = True):
-        """`nn.Module.train`; training puts back the row-major weights that `generate` may have laid out column-major
-        for decoding one sequence (`weight_layout.py`): the faster layout for many rows."""
+        """`nn.Module.train`; training puts back the row-major weights that `decoding_layout` may have laid out
+        column-major for decoding one sequence (`weight_layout.py`): the faster layout for many rows, and contiguous."""
         if mode:
             decoding_layout(self, column_major=False)
         return super().train(mode)
@@ -341,12 +341,6 @@ class HfLlmForCausalLM(HfLlmPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
 
-    def generate(self, *args, **kwargs):
-        """`GenerationMixin.generate`, the weights first laid out for the call (`weight_layout.py`: column-major on CPU
-        when it decodes one sequence, 10-30% faster one-row products here; row-major otherwise)."""
-        layout_for_generate(self, args, kwargs)
-        return super().generate(*args, **kwargs)
-
     @deprecate_kwarg("past_key_values", "6.0.0", new_name="cache")
     @can_return_tuple
     def forward(
@@ -437,12 +431,6 @@ class HfLlmForSeq2SeqLM(HfLlmPreTrainedModel, GenerationMixin):
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """Used by `DataCollatorForSeq2Seq(model=...)`."""
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
-
-    def generate(self, *args, **kwargs):
-        """`GenerationMixin.generate`, the weights first laid out for the call (`weight_layout.py`: column-major on CPU
-        when it decodes one sequence, 10-30% faster one-row products here; row-major otherwise)."""
-        layout_for_generate(self, args, kwargs)
-        return super().generate(*args, **kwargs)
 
     @deprecate_kwarg("past_key_values", "6.0.0", new_name="cache")
     @can_return_tuple

@@ -123,8 +123,8 @@ def step_rnn(rnn: nn.RNNBase, x: torch.Tensor, state: RNNState | None,
     2014, gates r, z, n), `weights` (adapted matrices) in place of the module's own where given.
 
     torch.compile cannot trace `nn.LSTM` / `nn.GRU` (dynamo breaks the graph there), so a compiled decoding step
-    runs this instead, and so does an eager one (faster than the fused kernel's call for one token, `forward_rnn`);
-    it equals the fused kernel to float rounding."""
+    runs this instead, and so does an eager one on CPU (faster than the fused kernel's call for one token,
+    `forward_rnn`); it equals the fused kernel to float rounding."""
     weights = weights or {}
     h0, c0 = split_state(state) if state is not None else (None, None)
     lstm = isinstance(rnn, nn.LSTM)
@@ -157,15 +157,16 @@ def forward_rnn(rnn: nn.RNNBase, x: torch.Tensor | PackedSequence, state: RNNSta
                 weights: dict[str, torch.Tensor] | None):
     """`rnn(x, state)`, with `weights` (adapted matrices, by parameter name) in place of its own where given.
 
-    One token of a decoding step (under torch.compile, or without autograd) goes through `step_rnn`: its two
-    products per layer on the column-major weights that generation lays out (`weight_layout.py`) beat the fused
-    kernel's call for one token 2.8x in eager decoding (365 vs 129 tokens/s, 6-layer LSTM LM of the base shape,
-    2026-12-02); the fused kernel runs whole sequences and every step that trains."""
+    One token of a decoding step goes through `step_rnn` under torch.compile (dynamo cannot trace the fused call),
+    and on CPU without autograd: there its two products per layer beat the fused kernel's call for one token 2x
+    (eager batch-1 decoding of the 6-layer LSTM LM of the base shape: 372 vs 183 tokens/s, `bench_layout.py`,
+    2026-12-07; not measured on a GPU, where the fused call is one cuDNN kernel). The fused kernel runs whole
+    sequences and every step that trains."""
     single = (not isinstance(x, PackedSequence) and x.shape[1] == 1 and rnn.batch_first and not rnn.bidirectional
               and not (rnn.training and rnn.dropout))
     if torch.compiler.is_compiling():
         return step_rnn(rnn, x, state, weights) if single else opaque_rnn(rnn, x, state, weights)
-    if single and not torch.is_grad_enabled():
+    if single and not torch.is_grad_enabled() and x.device.type == "cpu":
         return step_rnn(rnn, x, state, weights)
     return fused_rnn(rnn, x, state, weights)
 

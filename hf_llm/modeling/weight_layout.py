@@ -2,19 +2,24 @@
 
 `nn.Linear` keeps `W (out, in)` row-major and computes `x @ W.T`. For one row `x (1, in)` that product is a
 matrix-vector product, and MKL's sgemv on the AMD EPYC CPU measured (2026-12-07, one thread,
-`benchmarks/bench_layout.py`) runs it 10-30% faster over the rows of `W.T` (`W` column-major: the layout of GPT-2's
-`Conv1D`, whose weights are stored `(in, out)`) than over the rows of `W`: 105 vs 146 us for an 8192 x 256 LM head,
-15 vs 17 us for a 1024 x 256 gate matrix. From 4 rows on the row-major layout wins (1.15-1.66x at 4-16 rows), and in
-bfloat16 it wins at every size. So the layout follows the work:
+`benchmarks/bench_layout.py`) runs it 9-23% faster over the rows of `W.T` (`W` column-major: the layout of GPT-2's
+`Conv1D`, whose weights are stored `(in, out)`) than over the rows of `W`; batch-1 greedy decoding runs 1.14-1.41x
+faster eager, 1.02-1.32x compiled. From 4 rows on the row-major layout wins (up to 1.86x at 4-16 rows), and in
+bfloat16 the column-major one gains nothing at one row (1.03-1.62x slower). So the column-major layout is for
+float32 decoding of one sequence at a time, and it is asked for:
 
-- `generate` on one sequence (one prompt, no beams, one returned sequence) on CPU stores each float32 weight that
-  multiplies hidden states column-major (`decoding_layout(model, column_major=True)`), and keeps it so for the next
-  such call (a server, a chat: the copy is paid once, ~7 ms for 5 M parameters);
-- `generate` on several sequences, and `model.train()`, put them back row-major (`column_major=False`).
+    from hf_llm import decoding_layout
+    decoding_layout(model)                        # float32 weights on CPU column-major, in place
+    model.generate(ids)                           # ... one prompt, one beam, as often as wanted
+    decoding_layout(model, column_major=False)    # row-major again (or model.train(), which does it too)
 
-Only the strides change: the same shapes, values and `nn.Parameter` objects (ties, optimiser state and peft's
-wrappers see the same object), and a checkpoint is unaffected (`save_pretrained` writes contiguous tensors). A
-forward outside `generate` runs on whichever layout the last call left (the same results, to float rounding).
+`hf-llm generate` (one sequence), `hf-llm chat` and `hf-llm serve` ask for it; `model.generate` itself never
+changes the weights. Only the strides change: the same shapes, values and `nn.Parameter` objects (ties, optimiser
+state and peft's wrappers see the same object), and `save_pretrained` writes contiguous tensors. While the layout
+holds, the weights are not contiguous: `p.view(-1)` on them fails (`.reshape` works), and a product of many rows
+runs slower. Laying out costs one copy of the weights (7 ms for 5 M parameters here), so a caller that generates
+once per load gains from it only over a few dozen tokens; `generate` doing it for each call and undoing it after
+would pay that twice per call.
 
 Part of the exported folder: imports only the standard library, torch and transformers.
 """
@@ -27,11 +32,11 @@ from torch.nn.utils import parametrize
 
 
 def decoding_weights(module: nn.Module) -> list[nn.Parameter]:
-    """The 2-D weights of `module` that multiply hidden states one token at a time when it decodes: those of its
-    linear layers (the LM head, which may be the tied input embedding, included) and the gate matrices of its
-    LSTMs/GRUs (`weight_ih_l0`, `weight_hh_l0`, ...). Left out: parametrised weights (weight normalisation: recomputed
-    at every call), tensor subclasses (quantised weights), tensors off the CPU, one-row weights (a scorer's `v`: a
-    vector either way) and views into other tensors (the flattened parameters of a sharding wrapper)."""
+    """The 2-D weights of `module` that multiply hidden states when it decodes: those of its linear layers (the LM
+    head, which may be the tied input embedding, included) and the gate matrices of its LSTMs/GRUs (`weight_ih_l0`,
+    `weight_hh_l0`, ...). Left out: parametrised weights (weight normalisation: recomputed at every call), tensor
+    subclasses (quantised weights), vectors (`(1, n)` or `(n, 1)`: one layout either way) and views into other
+    tensors (the flattened parameters of a sharding wrapper)."""
     weights, seen = [], set()
     for child in module.modules():
         if isinstance(child, nn.RNNBase):
@@ -42,8 +47,8 @@ def decoding_weights(module: nn.Module) -> list[nn.Parameter]:
             continue
         for weight in candidates:
             if (isinstance(weight, nn.Parameter) and type(weight.data) is torch.Tensor and weight.dim() == 2
-                    and weight.shape[0] > 1 and weight.is_floating_point() and weight.device.type == "cpu"
-                    and not weight.data._is_view() and id(weight) not in seen):
+                    and min(weight.shape) > 1 and weight.is_floating_point() and not weight.data._is_view()
+                    and id(weight) not in seen):
                 seen.add(id(weight))
                 weights.append(weight)
     return weights
@@ -54,29 +59,15 @@ def is_column_major(weight: torch.Tensor) -> bool:
     return weight.stride() == (1, weight.shape[0])
 
 
-@torch.no_grad()
-def decoding_layout(module: nn.Module, column_major: bool) -> None:
-    """Store every weight of `decoding_weights(module)` column-major (float32 ones only: in bfloat16 the row-major
-    product is the faster one), or, with `column_major=False`, row-major again; in place, a weight already so stored
-    untouched."""
-    for weight in decoding_weights(module):
-        if column_major and weight.dtype == torch.float32 and weight.is_contiguous():
-            weight.data = weight.data.t().contiguous().t()  # (out, in), strides (1, out)
-        elif not column_major and not weight.is_contiguous():
-            weight.data = weight.data.contiguous()
-
-
-def decodes_one_sequence(model: nn.Module, args: tuple, kwargs: dict) -> bool:
-    """Whether `model.generate(*args, **kwargs)` decodes one sequence at a time: one prompt (the first of `inputs`,
-    `input_ids`, `inputs_embeds` has one row), one beam, one returned sequence. Unknown means no."""
-    prompt = next((t for t in (args[0] if args else kwargs.get("inputs"), kwargs.get("input_ids"),
-                               kwargs.get("inputs_embeds")) if isinstance(t, torch.Tensor)), None)
-    config = kwargs.get("generation_config") or (args[1] if len(args) > 1 else None) or model.generation_config
-    beams = kwargs.get("num_beams") or getattr(config, "num_beams", 1) or 1
-    returned = kwargs.get("num_return_sequences") or getattr(config, "num_return_sequences", 1) or 1
-    return prompt is not None and prompt.shape[0] == 1 and beams == 1 and returned == 1
-
-
-def layout_for_generate(model: nn.Module, args: tuple, kwargs: dict) -> None:
-    """The weights of `model` laid out for the `generate(*args, **kwargs)` call about to run (module docstring)."""
-    decoding_layout(model, column_major=decodes_one_sequence(model, args, kwargs))
+def decoding_layout(module: nn.Module, column_major: bool = True) -> None:
+    """Store the float32 CPU weights of `decoding_weights(module)` column-major (`W.T` contiguous), for decoding one
+    sequence at a time, and any other (bfloat16, on a GPU) row-major; with `column_major=False` every one row-major
+    again. In place; a weight already so stored is not copied. (Under `torch.inference_mode` too, the new storage
+    is an ordinary tensor, so the model still trains afterwards.)"""
+    with torch.inference_mode(False), torch.no_grad():
+        for weight in decoding_weights(module):
+            wanted = column_major and weight.dtype == torch.float32 and weight.device.type == "cpu"
+            if wanted and not is_column_major(weight):
+                weight.data = weight.data.t().contiguous().t()  # (out, in), strides (1, out)
+            elif not wanted and not weight.is_contiguous():
+                weight.data = weight.data.contiguous()
