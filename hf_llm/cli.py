@@ -50,8 +50,7 @@ def command_generate(args) -> int:
     import torch
     from transformers import TextStreamer
 
-    from .inference import decoding_options, generate_texts, load_model_and_tokenizer
-    from .modeling.weight_layout import decoding_layout
+    from .inference import decoding_options, generate_texts, layout_for_decoding, load_model_and_tokenizer
     from .recipes import RecipeError
 
     for name in ("max_new_tokens", "num_beams", "num_return_sequences"):
@@ -60,6 +59,9 @@ def command_generate(args) -> int:
     model, tokenizer = load_model_and_tokenizer(
         args.model_dir, device=args.device, dtype=args.dtype, quantize=args.quantize
     )
+    if not model.can_generate():
+        raise RecipeError(f"{args.model_dir} holds a {type(model).__name__}, which does not generate text: "
+                          "`hf-llm eval` scores a classifier.")
     kwargs = {k: v for k, v in {
         "max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams, "temperature": args.temperature,
         "top_k": args.top_k, "top_p": args.top_p, "repetition_penalty": args.repetition_penalty,
@@ -69,13 +71,14 @@ def command_generate(args) -> int:
         kwargs["do_sample"] = args.do_sample
     kwargs.update(decoding_options(args.cache_implementation, args.compile))
     torch.manual_seed(args.seed)
-    one = kwargs.get("num_beams", model.generation_config.num_beams or 1) == 1 and kwargs.get("num_return_sequences", 1) == 1
+    one = (kwargs.get("num_beams") or model.generation_config.num_beams or 1) == 1 and \
+        (kwargs.get("num_return_sequences") or model.generation_config.num_return_sequences or 1) == 1
     if args.stream and not one:
         raise RecipeError("--stream prints one sequence as it is generated: it needs --num-beams 1 and "
                           "--num-return-sequences 1.")
     # One sequence at a time: float32 weights column-major on CPU, the faster layout for one-row products
     # (hf_llm/modeling/weight_layout.py); several (beams, returned sequences) keep the row-major one.
-    decoding_layout(model, column_major=one)
+    layout_for_decoding(model, **kwargs)
     prompt = "" if model.config.is_encoder_decoder else args.prompt
     if one and args.stream is not False:  # tokens printed as they come (transformers' TextStreamer)
         print(prompt, end="", flush=True)
@@ -93,17 +96,20 @@ def command_generate(args) -> int:
 def command_chat(args) -> int:
     """An interactive conversation in the terminal; /reset starts over, /exit or end of input quits. The reply is
     printed as it is generated."""
-    from .inference import ReplyStreamer, chat_reply, load_model_and_tokenizer
-    from .modeling.weight_layout import decoding_layout
+    from .inference import ReplyStreamer, chat_reply, layout_for_decoding, load_model_and_tokenizer
+    from .recipes import RecipeError
     from .tokenizer import ensure_chat_template
 
     model, tokenizer = load_model_and_tokenizer(
         args.model_dir, device=args.device, dtype=args.dtype, quantize=args.quantize
     )
+    if not model.can_generate():
+        raise RecipeError(f"{args.model_dir} holds a {type(model).__name__}, which does not generate text: "
+                          "`hf-llm eval` scores a classifier.")
     ensure_chat_template(tokenizer)
-    decoding_layout(model)  # one reply at a time: the faster layout for one-row products (weight_layout.py)
     kwargs = {k: v for k, v in {"max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample,
                                 "repetition_penalty": args.repetition_penalty}.items() if v is not None}
+    layout_for_decoding(model, **kwargs)  # one reply at a time (weight_layout.py), unless the model's config beams
     messages = [{"role": "system", "content": args.system}] if args.system else []
     interactive = sys.stdin.isatty()
     print("Chatting with", args.model_dir, "- /reset to start over, /exit to quit.")

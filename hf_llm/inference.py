@@ -20,6 +20,7 @@ import os
 import torch
 from transformers import TextStreamer
 
+from .modeling.weight_layout import decoding_layout
 from .recipe_schema import DTYPES, RecipeError, compile_config
 from .tokenizer import ends_with_eos
 
@@ -73,6 +74,20 @@ def load_model_and_tokenizer(model_dir: str, device: str | None = None, dtype: s
     except (OSError, ValueError) as error:
         raise RecipeError(f"{model_dir} holds no usable tokenizer: {error}") from None
     return model, tokenizer
+
+
+def layout_for_decoding(model, **generate_kwargs) -> None:
+    """Lay the weights out for the generations about to run (`hf_llm.decoding_layout`): column-major when each call
+    decodes one sequence (one beam, one returned sequence: `generate_kwargs`, or else the model's saved generation
+    config, say so), row-major otherwise. For `hf-llm generate`, `chat` and `serve`, which generate one prompt at a
+    time."""
+    config = model.generation_config
+
+    def setting(name: str) -> int:
+        value = generate_kwargs.get(name)
+        return (value if value is not None else getattr(config, name, None)) or 1
+
+    decoding_layout(model, column_major=setting("num_beams") == 1 and setting("num_return_sequences") == 1)
 
 
 def quantization_config(quantize: str):

@@ -25,8 +25,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .inference import load_model_and_tokenizer
-from .modeling.weight_layout import decoding_layout
+from .inference import layout_for_decoding, load_model_and_tokenizer
 from .recipe_schema import RecipeError
 from .tokenizer import ensure_chat_template
 
@@ -171,7 +170,7 @@ def load_serveable(run_dir: str, device: str | None = None, dtype: str | None = 
     if model.config.is_encoder_decoder or not model.can_generate():
         refuse_non_causal(run_dir, type(model).__name__)
     ensure_chat_template(tokenizer)  # as `hf-llm chat` does
-    decoding_layout(model)  # requests are generated one at a time: the faster layout for one-row products
+    layout_for_decoding(model)  # one request at a time (weight_layout.py), unless the model's config beams
     return model, tokenizer
 
 

@@ -76,27 +76,58 @@ def test_several_sequences_sampling_options_dtype_and_device(capsys):
     assert "error: --device nowhere:" in capsys.readouterr().err
 
 
-def test_one_sequence_at_a_time_is_decoded_on_column_major_weights(monkeypatch, capsys):
-    """`hf-llm generate` lays the weights out for one sequence (hf_llm/modeling/weight_layout.py), not for beams."""
-    from hf_llm.modeling import weight_layout
+def record_layouts(monkeypatch) -> list[set[str]]:
+    """The layout ("column", "row") of the decoding weights after each `decoding_layout` call."""
+    from hf_llm import inference
+    from hf_llm.modeling.weight_layout import decoding_weights, is_column_major
 
     seen = []
-    real = weight_layout.decoding_layout
+    real = inference.decoding_layout
 
     def recorded(model, column_major=True):
         real(model, column_major)
-        seen.append({"column" if weight_layout.is_column_major(w) else "row"
-                     for w in weight_layout.decoding_weights(model)})
+        seen.append({"column" if is_column_major(w) else "row" for w in decoding_weights(model)})
 
-    monkeypatch.setattr(weight_layout, "decoding_layout", recorded)
+    monkeypatch.setattr(inference, "decoding_layout", recorded)
+    return seen
+
+
+def test_one_sequence_at_a_time_is_decoded_on_column_major_weights(monkeypatch, capsys):
+    """`hf-llm generate`, `chat` and `serve` lay the weights out for one sequence (hf_llm/modeling/weight_layout.py),
+    not for beams or several returned sequences, asked for or saved in the model's generation config."""
+    seen = record_layouts(monkeypatch)
     folder = str(RUNS / "lm")
     assert main(["generate", folder, "Return the", "--max-new-tokens", "3", "--no-stream", "--no-do-sample"]) == 0
     one = capsys.readouterr().out
     assert main(["generate", folder, "Return the", "--max-new-tokens", "3", "--num-beams", "2"]) == 0
-    assert seen == [{"column"}, {"row"}]
+    assert main(["generate", folder, "Return the", "--max-new-tokens", "3", "--num-return-sequences", "2",
+                 "--do-sample"]) == 0
+    assert seen == [{"column"}, {"row"}, {"row"}]
     model, tokenizer = load_model_and_tokenizer(folder)  # as loaded: row-major
     assert one.strip() == "Return the" + generate_texts(model, tokenizer, "Return the", max_new_tokens=3,
                                                         do_sample=False)[0]
+
+    from hf_llm.inference import layout_for_decoding
+    from hf_llm.serving import load_serveable
+
+    load_serveable(folder)
+    assert seen[-1] == {"column"}, "the served model"
+    model.generation_config.num_beams = 3  # a recipe's generation.num_beams, saved with the model
+    layout_for_decoding(model)
+    assert seen[-1] == {"row"}
+    layout_for_decoding(model, num_beams=1)
+    assert seen[-1] == {"column"}
+
+
+def test_generate_refuses_a_classifier_clearly(tmp_path, tiny_tokenizer, capsys):
+    from cases import lm_config
+    from transformers import AutoModelForSequenceClassification
+
+    AutoModelForSequenceClassification.from_config(lm_config("transformer", num_labels=2)).save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    for command in ("generate", "chat"):
+        assert main([command, str(tmp_path), "w5 w9"] if command == "generate" else [command, str(tmp_path)]) == 2
+        assert "does not generate text" in capsys.readouterr().err
 
 
 def test_chat_streams_the_reply(monkeypatch, capsys):

@@ -114,12 +114,3 @@ def test_serve_refuses_what_it_cannot_serve(capsys, tmp_path):
     assert main(["serve", str(RUNS / "translation")]) == 2
     assert "serves causal LMs" in capsys.readouterr().err
 
-
-def test_the_served_model_decodes_on_column_major_weights():
-    """Requests are generated one at a time: the served model's float32 weights are laid out for one sequence
-    (hf_llm/modeling/weight_layout.py)."""
-    from hf_llm.modeling.weight_layout import decoding_weights, is_column_major
-    from hf_llm.serving import load_serveable
-
-    model, _ = load_serveable(str(RUNS / "lm"))
-    assert decoding_weights(model) and all(is_column_major(w) for w in decoding_weights(model))

@@ -2,10 +2,11 @@
 
 `nn.Linear` keeps `W (out, in)` row-major and computes `x @ W.T`. For one row `x (1, in)` that product is a
 matrix-vector product, and MKL's sgemv on the AMD EPYC CPU measured (2026-12-07, one thread,
-`benchmarks/bench_layout.py`) runs it 9-23% faster over the rows of `W.T` (`W` column-major: the layout of GPT-2's
-`Conv1D`, whose weights are stored `(in, out)`) than over the rows of `W`; batch-1 greedy decoding runs 1.14-1.41x
-faster eager, 1.02-1.32x compiled. From 4 rows on the row-major layout wins (up to 1.86x at 4-16 rows), and in
-bfloat16 the column-major one gains nothing at one row (1.03-1.62x slower). So the column-major layout is for
+`benchmarks/bench_layout.py`, `benchmarks/results/layout.json`) runs it in 0.77-0.91x the time over the rows of `W.T`
+(`W` column-major: the layout of GPT-2's `Conv1D`, whose weights are stored `(in, out)`) than over the rows of `W`;
+batch-1 greedy decoding runs 1.14-1.41x faster eager, 1.02-1.32x compiled. At 4 rows the row-major layout is up to
+1.66x faster, at 16-128 rows the LM head's two layouts are within 7% (a 1024 x 256 matrix's up to 1.27x), and in
+bfloat16 the column-major one gains nothing at one row (1.03-1.62x the time). So the column-major layout is for
 float32 decoding of one sequence at a time, and it is asked for:
 
     from hf_llm import decoding_layout
@@ -17,9 +18,9 @@ float32 decoding of one sequence at a time, and it is asked for:
 changes the weights. Only the strides change: the same shapes, values and `nn.Parameter` objects (ties, optimiser
 state and peft's wrappers see the same object), and `save_pretrained` writes contiguous tensors. While the layout
 holds, the weights are not contiguous: `p.view(-1)` on them fails (`.reshape` works), and a product of many rows
-runs slower. Laying out costs one copy of the weights (7 ms for 5 M parameters here), so a caller that generates
-once per load gains from it only over a few dozen tokens; `generate` doing it for each call and undoing it after
-would pay that twice per call.
+runs slower. Laying out costs one copy of the weights (7 ms for 5 M parameters here once warm, 15-48 ms on a
+process's first call), so a caller that generates once per load gains from it only over a few dozen tokens;
+`generate` doing it for each call and undoing it after would pay that twice per call.
 
 Part of the exported folder: imports only the standard library, torch and transformers.
 """

@@ -78,10 +78,11 @@ def test_generate_leaves_the_weights_alone(case):
 @pytest.mark.parametrize("case", ["transformer", "rnn-lstm", "cnn"])
 def test_a_laid_out_model_saves_loads_and_trains_row_major(case, tmp_path):
     model = make(case)
-    with torch.inference_mode():  # the new storage is no inference tensor: the model still trains afterwards
+    with torch.inference_mode():
         decoding_layout(model)
         model.generate(random_ids(1, 4), max_new_tokens=2)
     assert layout(model) == {"column"}
+    assert not any(w.is_inference() for w in decoding_weights(model)), "an ordinary tensor: the model still trains"
     before = logits_of(model, case)
     model.save_pretrained(tmp_path)
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
