@@ -50,7 +50,9 @@ def command_generate(args) -> int:
     import torch
     from transformers import TextStreamer
 
-    from .inference import decoding_options, generate_texts, layout_for_decoding, load_model_and_tokenizer
+    from .inference import (
+        decodes_one_sequence, decoding_options, generate_texts, layout_for_decoding, load_model_and_tokenizer,
+    )
     from .recipes import RecipeError
 
     for name in ("max_new_tokens", "num_beams", "num_return_sequences"):
@@ -71,8 +73,7 @@ def command_generate(args) -> int:
         kwargs["do_sample"] = args.do_sample
     kwargs.update(decoding_options(args.cache_implementation, args.compile))
     torch.manual_seed(args.seed)
-    one = (kwargs.get("num_beams") or model.generation_config.num_beams or 1) == 1 and \
-        (kwargs.get("num_return_sequences") or model.generation_config.num_return_sequences or 1) == 1
+    one = decodes_one_sequence(model, **kwargs)
     if args.stream and not one:
         raise RecipeError("--stream prints one sequence as it is generated: it needs --num-beams 1 and "
                           "--num-return-sequences 1.")

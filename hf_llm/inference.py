@@ -76,18 +76,21 @@ def load_model_and_tokenizer(model_dir: str, device: str | None = None, dtype: s
     return model, tokenizer
 
 
-def layout_for_decoding(model, **generate_kwargs) -> None:
-    """Lay the weights out for the generations about to run (`hf_llm.decoding_layout`): column-major when each call
-    decodes one sequence (one beam, one returned sequence: `generate_kwargs`, or else the model's saved generation
-    config, say so), row-major otherwise. For `hf-llm generate`, `chat` and `serve`, which generate one prompt at a
-    time."""
-    config = model.generation_config
-
+def decodes_one_sequence(model, **generate_kwargs) -> bool:
+    """Whether `model.generate(prompt, **generate_kwargs)` decodes one sequence per prompt: one beam and one returned
+    sequence, as `generate_kwargs` ask or else as the model's saved generation config says."""
     def setting(name: str) -> int:
         value = generate_kwargs.get(name)
-        return (value if value is not None else getattr(config, name, None)) or 1
+        return (value if value is not None else getattr(model.generation_config, name, None)) or 1
 
-    decoding_layout(model, column_major=setting("num_beams") == 1 and setting("num_return_sequences") == 1)
+    return setting("num_beams") == 1 and setting("num_return_sequences") == 1
+
+
+def layout_for_decoding(model, **generate_kwargs) -> None:
+    """Lay the weights out for the generations about to run (`hf_llm.decoding_layout`): column-major when each call
+    decodes one sequence (`decodes_one_sequence`), row-major otherwise. For `hf-llm generate`, `chat` and `serve`,
+    which generate one prompt at a time."""
+    decoding_layout(model, column_major=decodes_one_sequence(model, **generate_kwargs))
 
 
 def quantization_config(quantize: str):
